@@ -1,0 +1,1 @@
+"""STAR data pipeline: datasets, annotation index, video decoding, feature cache, training."""

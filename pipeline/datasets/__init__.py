@@ -1,0 +1,1 @@
+"""Readers for NTU RGB+D 60/120, Penn Action and custom folders."""
