@@ -1,1 +1,41 @@
-"""Readers for NTU RGB+D 60/120, Penn Action and custom folders."""
+"""Readers for NTU RGB+D 60/120, Penn Action and custom folders (issue 3).
+
+`read_dataset(name, root)` returns the reader the annotation index (`pipeline/index.py`) uses:
+its metadata (layout, persons, class names, benchmarks), a cheap `scan()` of the files on disk and a
+`load(source)` that turns one sample into a `SampleRecord` (problems become the record's status).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.datasets.folder import FolderReader
+from pipeline.datasets.layouts import COCO17, NTU25, PENN13, JointLayout
+from pipeline.datasets.ntu import NtuReader
+from pipeline.datasets.penn import PennReader
+from pipeline.datasets.records import DatasetReader, DatasetScan, SampleRecord, SampleSource
+from pipeline.errors import StarError
+
+DATASETS = ("ntu60", "ntu120", "penn", "folder")
+
+__all__ = [
+    "COCO17", "DATASETS", "NTU25", "PENN13", "DatasetReader", "DatasetScan", "JointLayout", "SampleRecord",
+    "SampleSource", "read_dataset",
+]  # fmt: skip
+
+
+def read_dataset(dataset: str, root: Path) -> DatasetReader:
+    """The reader for `dataset` ("ntu60", "ntu120", "penn", "folder") stored under `root`.
+
+    For "folder", root is the manifest CSV or the folder holding `manifest.csv`.
+    """
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise StarError(f"Dataset root {root} does not exist.")
+    if dataset in ("ntu60", "ntu120"):
+        return NtuReader(root, version=dataset)
+    if dataset == "penn":
+        return PennReader(root)
+    if dataset == "folder":
+        return FolderReader(root)
+    raise StarError(f"Unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}.")

@@ -1,0 +1,248 @@
+"""Custom datasets: your own videos plus any 2D pose estimator's output, described by a manifest.
+
+A folder holds `manifest.csv`, `layout.json`, optionally `classes.txt`, and the files they name:
+
+`manifest.csv` (UTF-8, header row, one sample per row; paths relative to the manifest's folder or
+absolute)::
+
+    video,label,split,pose
+    videos/wave_01.mp4,wave,train,poses/wave_01.npz
+    frames/jump_07,jump,test,poses/jump_07.json
+
+- `video`: a video file OpenCV can read, or a folder of frame images (`.jpg`/`.png`, name order).
+- `label`: the class name. `split`: `train`, `val` or `test` (the "custom" benchmark).
+- `pose`: the pose file (below). Optional column `sample_id` (default: the video path relative to
+  the manifest folder, without its suffix); ids must be unique.
+
+`layout.json`: the joint layout and how many persons a sample keeps, either a built-in layout,
+`{"layout": "coco17", "persons": 1}` (also `ntu25`, `penn13`), or your own,
+`{"name": "mypose", "joint_names": [...], "flip_pairs": [[1, 2], ...], "bones": [...], "persons": 2}`.
+
+`classes.txt` (optional): one class name per line, fixing the label numbers (line 1 is label 0).
+Without it the classes are the manifest's labels sorted by name, so adding a class renumbers them
+(the index then refreshes every sample).
+
+Pose files hold (x, y, score) per joint in pixel coordinates of the ORIGINAL video frames:
+- `.npz`: array `keypoints`, float, shape (frames, persons, joints, 3), or (frames, joints, 3) for one
+  person.
+- `.json`: `{"keypoints": [...]}` nested frames -> persons -> joints -> [x, y, score]; the number of
+  persons may vary from frame to frame (an empty list: nobody seen).
+Person slot p must be the same person in every frame (track IDs, as in NTU). A sample keeps the
+`persons` slots with the highest total score, best first; missing slots are zeros. Scores are
+clipped to [0, 1]; a joint with a non-finite coordinate gets score 0 and position (0, 0).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.datasets.layouts import JointLayout, builtin_layout, layout_from_spec
+from pipeline.datasets.records import (
+    MALFORMED_SKELETON,
+    MISSING_SKELETON,
+    MISSING_VIDEO,
+    UNKNOWN_LABEL,
+    DatasetScan,
+    SampleRecord,
+    SampleSource,
+    assemble_record,
+    probe_for_record,
+)
+from pipeline.errors import StarError
+
+MANIFEST = "manifest.csv"
+LAYOUT_FILE = "layout.json"
+CLASSES_FILE = "classes.txt"
+REQUIRED_COLUMNS = ("video", "label", "split", "pose")
+SPLITS = ("train", "val", "test")
+BENCHMARK = "custom"
+
+
+class FolderReader:
+    """A custom dataset: `root` is the manifest CSV or the folder that holds `manifest.csv`."""
+
+    name = "folder"
+    benchmarks = (BENCHMARK,)
+
+    def __init__(self, root: Path) -> None:
+        root = Path(root).resolve()
+        self.manifest = root / MANIFEST if root.is_dir() else root
+        if not self.manifest.is_file():
+            raise StarError(f"No manifest at {self.manifest}: give the manifest CSV or the folder holding {MANIFEST}.")
+        self.root = self.manifest.parent
+        self.layout, self.persons, layout_text = _read_layout(self.root / LAYOUT_FILE)
+        self.rows = {row["sample_id"]: row for row in _read_manifest(self.manifest)}
+        classes_path = self.root / CLASSES_FILE
+        if classes_path.is_file():
+            names = [n.strip() for n in classes_path.read_text("utf-8").splitlines() if n.strip()]
+            if len(set(names)) != len(names):
+                raise StarError(f"{classes_path} lists a class twice; each class once, one per line.")
+            self.class_names = tuple(names)
+        else:
+            self.class_names = tuple(sorted({row["label"] for row in self.rows.values()}))
+        # Everything a sample's record depends on besides its files: any change refreshes the sample.
+        self._shared_key = json.dumps([layout_text, self.persons, self.class_names])
+
+    def scan(self) -> DatasetScan:
+        sources = [
+            SampleSource(
+                sample_id=row["sample_id"],
+                video_path=self._path(row["video"]),
+                annotation_path=self._path(row["pose"]) if row["pose"] else None,
+                key=json.dumps([row, self._shared_key], sort_keys=True),
+            )
+            for row in self.rows.values()
+        ]
+        return DatasetScan(sources=sorted(sources, key=lambda s: s.sample_id))
+
+    def _path(self, text: str) -> Path:
+        path = Path(text).expanduser()
+        return path if path.is_absolute() else self.root / path
+
+    def load(self, source: SampleSource) -> SampleRecord:
+        row = self.rows[source.sample_id]
+        problems: list[tuple[str, str]] = []
+        video = probe_for_record(source.video_path, problems) if row["video"] else None
+        if not row["video"]:
+            problems.append((MISSING_VIDEO, "the manifest row has no video"))
+        skeleton = None
+        if source.annotation_path is None or not source.annotation_path.is_file():
+            problems.append((MISSING_SKELETON, f"pose file not found: {source.annotation_path or '(empty)'}"))
+        else:
+            try:
+                skeleton = read_pose_file(source.annotation_path, layout=self.layout, persons=self.persons)
+            except StarError as err:
+                problems.append((MALFORMED_SKELETON, str(err)))
+        label = self.class_names.index(row["label"]) if row["label"] in self.class_names else -1
+        if label < 0:
+            problems.append((UNKNOWN_LABEL, f"label {row['label']!r} is not in {CLASSES_FILE}"))
+        return assemble_record(
+            sample_id=source.sample_id,
+            label=label,
+            class_name=row["label"],
+            splits={BENCHMARK: row["split"]},
+            video_path=source.video_path,
+            video=video,
+            skeleton=skeleton,
+            layout=self.layout,
+            persons=self.persons,
+            problems=problems,
+        )
+
+
+def _read_layout(path: Path) -> tuple[JointLayout, int, str]:
+    if not path.is_file():
+        raise StarError(
+            f"No {LAYOUT_FILE} next to the manifest ({path}). Write e.g. "
+            '{"layout": "coco17", "persons": 1} for COCO-17 keypoints, or your own joint_names and flip_pairs.'
+        )
+    text = path.read_text("utf-8")
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise StarError(f"{path} is not valid JSON: {err}.") from err
+    if not isinstance(spec, dict):
+        raise StarError(f"{path} must hold a JSON object.")
+    layout = builtin_layout(str(spec["layout"])) if "layout" in spec else layout_from_spec(spec, where=str(path))
+    persons = spec.get("persons", 1)
+    if not isinstance(persons, int) or persons < 1:
+        raise StarError(f"{path}: 'persons' must be a positive integer, got {persons!r}.")
+    return layout, persons, text
+
+
+def _read_manifest(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        columns = [c.strip() for c in reader.fieldnames or []]
+        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+        if missing:
+            raise StarError(f"{path}: the header lacks the columns {missing}; it needs {list(REQUIRED_COLUMNS)}.")
+        rows = []
+        for line, raw in enumerate(reader, start=2):
+            row = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+            if not any(row.values()):
+                continue
+            if row["split"] not in SPLITS:
+                raise StarError(f"{path}, line {line}: split {row['split']!r} must be one of {list(SPLITS)}.")
+            if not row["label"]:
+                raise StarError(f"{path}, line {line}: the label is empty.")
+            sample_id = row.get("sample_id") or str(Path(row["video"]).with_suffix("").as_posix())
+            rows.append(
+                {"sample_id": sample_id, "video": row["video"], "label": row["label"],
+                 "split": row["split"], "pose": row["pose"]}
+            )  # fmt: skip
+    seen: dict[str, int] = {}
+    for number, row in enumerate(rows):
+        if row["sample_id"] in seen:
+            raise StarError(
+                f"{path}: sample id {row['sample_id']!r} appears twice; ids (or video paths) must be unique."
+            )
+        seen[row["sample_id"]] = number
+    return rows
+
+
+def read_pose_file(path: Path, *, layout: JointLayout, persons: int) -> np.ndarray:
+    """(frames, persons, joints, 3) float32 from a `.npz` or `.json` pose file (module docstring)."""
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if "keypoints" not in data:
+                    raise StarError(f"Pose file {path} has no array 'keypoints' (it holds {list(data.keys())}).")
+                keypoints = np.asarray(data["keypoints"])
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+            raise StarError(f"Pose file {path} cannot be read as .npz ({err}).") from err
+        if keypoints.ndim == 3:
+            keypoints = keypoints[:, None]  # (frames, joints, 3) -> (frames, 1, joints, 3)
+    elif suffix == ".json":
+        keypoints = _json_keypoints(path, layout.num_joints)
+    else:
+        raise StarError(f"Pose file {path}: use .npz or .json (see pipeline/datasets/folder.py).")
+    if keypoints.ndim != 4 or keypoints.shape[2:] != (layout.num_joints, 3):
+        raise StarError(
+            f"Pose file {path} has shape {keypoints.shape}; expected (frames, persons, {layout.num_joints}, 3) "
+            f"for the layout {layout.name!r}."
+        )
+    if not np.issubdtype(keypoints.dtype, np.number):
+        raise StarError(f"Pose file {path}: keypoints must be numbers, got dtype {keypoints.dtype}.")
+    keypoints = keypoints.astype(np.float32)
+    unusable = ~np.isfinite(keypoints).all(-1)  # (frames, persons, joints)
+    keypoints[unusable] = 0.0
+    keypoints[..., 2] = np.clip(keypoints[..., 2], 0.0, 1.0)
+    # Keep the most confident tracks: total score per person slot, best first.
+    order = np.argsort(-keypoints[..., 2].sum(axis=(0, 2)), kind="stable")[:persons]
+    out = np.zeros((keypoints.shape[0], persons, layout.num_joints, 3), np.float32)
+    out[:, : len(order)] = keypoints[:, order]
+    return out
+
+
+def _json_keypoints(path: Path, joints: int) -> np.ndarray:
+    try:
+        frames = json.loads(path.read_text("utf-8"))["keypoints"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise StarError(
+            f"Pose file {path} must be JSON with a 'keypoints' list ({type(err).__name__}: {err})."
+        ) from err
+    if not isinstance(frames, list):
+        raise StarError(f"Pose file {path}: 'keypoints' must be a list of frames.")
+    most = max((len(f) for f in frames if isinstance(f, list)), default=0)
+    out = np.zeros((len(frames), most, joints, 3), np.float64)  # (frames, persons, joints, xys)
+    for t, people in enumerate(frames):
+        if not isinstance(people, list):
+            raise StarError(f"Pose file {path}: frame {t} must be a list of persons.")
+        for p, person in enumerate(people):
+            try:
+                values = np.asarray(person, dtype=np.float64)
+            except (TypeError, ValueError) as err:
+                raise StarError(f"Pose file {path}: frame {t}, person {p} is not numeric ({err}).") from err
+            if values.shape != (joints, 3):
+                raise StarError(
+                    f"Pose file {path}: frame {t}, person {p} has shape {values.shape}, expected ({joints}, 3)."
+                )
+            out[t, p] = values
+    return out

@@ -1,0 +1,175 @@
+"""The one sample record every dataset reader produces, the source description the index fingerprints,
+and the per-sample status codes (issue 3, "One sample record for every dataset").
+
+Skeleton arrays are float32 (frames, persons, joints, 3) = (x, y, confidence) in pixel coordinates of
+the ORIGINAL video frames. Confidence: 1.0 tracked / visible, 0.5 inferred / occluded, 0.0 not
+tracked or no person in that slot (then x = y = 0 too, unless the source gave a position).
+
+A record whose status is not "ok" is still a record: the index stores it with the reason, so one bad
+sample never stops a build and nothing is dropped silently. Statuses, in the order a reader checks
+them (the first that applies wins, `detail` says more): `listed_missing_skeleton` (on the official
+NTU list), `missing_video`, `unreadable_video`, `missing_skeleton`, `malformed_skeleton` (truncated,
+wrong counts, non-numeric, wrong shape), `empty_skeleton` (no frame holds a person), `unknown_label`,
+`frame_mismatch` (skeleton and video frame counts differ beyond `pipeline.clips.frames_agree`), and
+`removed` (the files vanished after an earlier build; the index keeps the row so row numbers stay stable).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Protocol
+
+import numpy as np
+
+from pipeline.clips import frames_agree, usable_frames
+from pipeline.datasets.layouts import JointLayout
+from pipeline.errors import StarError
+from pipeline.video import VideoInfo, probe_video
+
+OK = "ok"
+LISTED_MISSING_SKELETON = "listed_missing_skeleton"  # on the official NTU missing-skeleton list
+MISSING_VIDEO = "missing_video"
+UNREADABLE_VIDEO = "unreadable_video"
+MISSING_SKELETON = "missing_skeleton"  # .skeleton / .mat / pose file absent
+MALFORMED_SKELETON = "malformed_skeleton"  # truncated, wrong counts, non-numeric, wrong shape
+EMPTY_SKELETON = "empty_skeleton"  # no frame holds a person
+UNKNOWN_LABEL = "unknown_label"  # a class name that the dataset's class list does not hold
+FRAME_MISMATCH = "frame_mismatch"  # skeleton and video frame counts differ beyond the tolerance
+REMOVED = "removed"  # the sample's files vanished after an earlier build; its row is kept
+
+STATUSES = (
+    OK, LISTED_MISSING_SKELETON, MISSING_VIDEO, UNREADABLE_VIDEO, MISSING_SKELETON, MALFORMED_SKELETON,
+    EMPTY_SKELETON, UNKNOWN_LABEL, FRAME_MISMATCH, REMOVED,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SampleSource:
+    """Where one sample lives, found by a cheap directory scan; the index fingerprints these files.
+
+    `video_path` is a video file or a folder of frames; `annotation_path` the skeleton / label / pose
+    file. Either may not exist (the record then says so). `key` is extra identity folded into the
+    fingerprint, e.g. the manifest row of a custom folder, so that an edited label refreshes the sample.
+    """
+
+    sample_id: str
+    video_path: Path
+    annotation_path: Path | None
+    key: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class SampleRecord:
+    """One sample of any dataset, as the index stores it and `AnnotationIndex.record(i)` returns it."""
+
+    sample_id: str
+    label: int  # 0-based class index; -1 when the sample's class could not be read
+    class_name: str
+    splits: Mapping[str, str]  # benchmark -> "train" / "test" / "val"; benchmarks it is not part of are absent
+    video_path: Path  # absolute; a video file or a folder of frames
+    num_frames: int  # frames of the video (0 when it could not be probed)
+    fps: float
+    width: int
+    height: int
+    skeleton: np.ndarray  # (skeleton_frames, persons, joints, 3) float32
+    layout: JointLayout
+    usable_frames: int  # common range of video and skeleton frames (see pipeline.clips.usable_frames)
+    status: str = OK
+    detail: str = ""  # the reason in words when status != "ok"
+
+    @property
+    def skeleton_frames(self) -> int:
+        return int(self.skeleton.shape[0])
+
+    @property
+    def persons(self) -> int:
+        return int(self.skeleton.shape[1])
+
+
+class DatasetReader(Protocol):
+    """What the index needs from a dataset: its metadata, a cheap scan, and a loader per sample."""
+
+    name: str  # "ntu60", "ntu120", "penn", "folder"
+    root: Path
+    layout: JointLayout
+    persons: int
+    class_names: tuple[str, ...]
+    benchmarks: tuple[str, ...]
+
+    def scan(self) -> DatasetScan:
+        """Every sample found on disk, sorted by sample_id; lists folders but reads no file."""
+        ...
+
+    def load(self, source: SampleSource) -> SampleRecord:
+        """The full record; problems of this one sample become its status, never an exception."""
+        ...
+
+
+def empty_skeleton(persons: int, joints: int) -> np.ndarray:
+    """A zero-frame skeleton of the right shape, for samples whose skeleton could not be read."""
+    return np.zeros((0, persons, joints, 3), np.float32)
+
+
+@dataclass(frozen=True)
+class DatasetScan:
+    """What a directory scan found: the samples, and files it skipped because their names do not fit."""
+
+    sources: list[SampleSource]
+    ignored: tuple[Path, ...] = ()
+
+
+def probe_for_record(path: Path, problems: list[tuple[str, str]]) -> VideoInfo | None:
+    """Probe a sample's video; a missing or unreadable one becomes a problem of the sample, not an error."""
+    if not path.exists():
+        problems.append((MISSING_VIDEO, f"video not found: {path}"))
+        return None
+    try:
+        return probe_video(path)
+    except StarError as err:
+        problems.append((UNREADABLE_VIDEO, str(err)))
+        return None
+
+
+def assemble_record(
+    *,
+    sample_id: str,
+    label: int,
+    class_name: str,
+    splits: Mapping[str, str],
+    video_path: Path,
+    video: VideoInfo | None,
+    skeleton: np.ndarray | None,
+    layout: JointLayout,
+    persons: int,
+    problems: list[tuple[str, str]],
+) -> SampleRecord:
+    """The record with its status: the first problem in STATUSES order; all problems in `detail`."""
+    problems = list(problems)
+    if skeleton is None:
+        skeleton = empty_skeleton(persons, layout.num_joints)
+    elif not any(p[0] in (MISSING_SKELETON, MALFORMED_SKELETON) for p in problems):
+        if skeleton.shape[0] == 0 or not (skeleton[..., 2] > 0).any():
+            problems.append((EMPTY_SKELETON, f"no person in any of the skeleton's {skeleton.shape[0]} frames"))
+    video_frames = video.frames if video is not None else 0
+    if video is not None and skeleton.shape[0] and not frames_agree(video_frames, skeleton.shape[0]):
+        problems.append(
+            (FRAME_MISMATCH, f"video has {video_frames} frames, skeleton {skeleton.shape[0]} (beyond the tolerance)")
+        )
+    problems.sort(key=lambda p: STATUSES.index(p[0]))
+    return SampleRecord(
+        sample_id=sample_id,
+        label=label,
+        class_name=class_name,
+        splits=dict(splits),
+        video_path=video_path,
+        num_frames=video_frames,
+        fps=video.fps if video is not None else 0.0,
+        width=video.width if video is not None else 0,
+        height=video.height if video is not None else 0,
+        skeleton=np.ascontiguousarray(skeleton, dtype=np.float32),
+        layout=layout,
+        usable_frames=usable_frames(video_frames, skeleton.shape[0]),
+        status=problems[0][0] if problems else OK,
+        detail="; ".join(p[1] for p in problems),
+    )

@@ -1,0 +1,48 @@
+"""Shared fixtures: small generated datasets in the real NTU and Penn Action layouts.
+
+Session-scoped originals are generated once; tests that modify files take a copy.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipeline.synthetic import generate_ntu_dataset, generate_penn_dataset
+
+# Prefect reads these at import: no analytics calls from an offline machine, and only warnings on the console.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+DATA_DIR = Path(__file__).parent / "data"
+REAL_NTU_VIDEO = DATA_DIR / "S001C001P001R001A001_rgb.avi"  # the real NTU clip: 1920x1080 H.264, 103 frames
+
+
+@pytest.fixture(scope="session")
+def synthetic_ntu_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """10 classes x 6 samples, subjects 1-6 (xsub test: 3, 6), cameras 1-3, 160x90 frames. Do not modify."""
+    root = tmp_path_factory.mktemp("synthetic_ntu")
+    generate_ntu_dataset(root, samples_per_class=6, subjects=(1, 2, 3, 4, 5, 6), frame_size=(160, 90), seed=0)
+    return root
+
+
+@pytest.fixture
+def synthetic_ntu_copy(synthetic_ntu_root: Path, tmp_path: Path) -> Path:
+    """A private copy of `synthetic_ntu_root` that a test may change."""
+    return Path(shutil.copytree(synthetic_ntu_root, tmp_path / "ntu", copy_function=shutil.copy2))
+
+
+@pytest.fixture(scope="session")
+def synthetic_penn_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 Penn Action classes x 2 videos (train, test) in the Penn_Action layout. Do not modify."""
+    root = tmp_path_factory.mktemp("synthetic_penn") / "Penn_Action"
+    generate_penn_dataset(root, videos_per_class=2, frame_size=(96, 72), seed=0)
+    return root
+
+
+@pytest.fixture
+def synthetic_penn_copy(synthetic_penn_root: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(synthetic_penn_root, tmp_path / "Penn_Action", copy_function=shutil.copy2))
