@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-import click
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
 from typer.core import TyperGroup
 
@@ -10,13 +14,14 @@ from pipeline.errors import StarError
 
 
 class _StarGroup(TyperGroup):
-    """Turns a `StarError` from any command into a one-line message and exit code 1."""
+    """Turns a `StarError` from any command into a one-line message on stderr and exit code 1."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except StarError as err:
-            raise click.ClickException(str(err)) from err
+            typer.echo(f"Error: {err}", err=True)
+            raise typer.Exit(1) from err
 
 
 app = typer.Typer(
@@ -26,6 +31,232 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.command("model-info")
+def model_info(
+    num_classes: int = typer.Option(60, help="Action classes (NTU-60: 60, NTU-120: 120, Penn Action: 15)."),
+    persons: int | None = typer.Option(None, help="Persons per frame (model default: 2)."),
+    joints: int | None = typer.Option(None, help="Joints per person (model default: 25)."),
+    dim: int | None = typer.Option(None, help="Transformer width D (model default: 256)."),
+    depth: int | None = typer.Option(None, help="Layers per encoder/decoder stage (model default: 3)."),
+    heads: int | None = typer.Option(None, help="Attention heads (model default: 4)."),
+    encoder: str | None = typer.Option(None, help="Encoder layer kind: FF, FZ or FB (model default: FZ)."),
+    decoder: str | None = typer.Option(None, help="Decoder layer kind: FF, FZ or FB (model default: FB)."),
+    single_class: bool = typer.Option(False, "--single-class", help="One class token (Table 3 ablation)."),
+    frames: int = typer.Option(16, help="Frames per clip."),
+    size: int = typer.Option(224, help="Input height = width in pixels (a multiple of 16)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+) -> None:
+    """Print parameter counts, token counts and attention FLOPs of a STAR model config."""
+    import json
+
+    from model.star import ModelConfig, format_summary, model_summary  # imports torch: only when needed
+
+    given = dict(persons=persons, joints=joints, dim=dim, depth=depth, heads=heads, encoder=encoder, decoder=decoder)
+    overrides = {name: value for name, value in given.items() if value is not None}
+    cfg = ModelConfig(num_classes=num_classes, multi_class=not single_class, **overrides)
+    summary = model_summary(cfg, frames=frames, size=size)
+    typer.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
+
+# ---------------------------------------------------------------------------------------------------- extraction
+_DatasetOpt = Annotated[str, typer.Option("--dataset", help="ntu60, ntu120, penn or folder.")]
+_RootOpt = Annotated[Path, typer.Option("--root", help="Dataset root (folder: the manifest CSV or its folder).")]
+_OutOpt = Annotated[str, typer.Option("--out", help="Feature cache: a zarr store path or fsspec URL.")]
+_IndexOpt = Annotated[Optional[Path], typer.Option(help="HDF5 annotation index [default: <out folder>/<dataset>-index.h5].")]
+_BenchOpt = Annotated[Optional[str], typer.Option(help="Only this benchmark's samples, e.g. ntu120-xsub.")]
+_FramesOpt = Annotated[int, typer.Option(help="Frames per clip (T), even.")]
+_SizeOpt = Annotated[int, typer.Option(help="Backbone input size S (S x S).")]
+_CropOpt = Annotated[str, typer.Option(help="full: resize the whole frame; person: square crop around the skeletons.")]
+_WeightsOpt = Annotated[str, typer.Option(help="kinetics400 (from the torch hub cache), random, or a state-dict path.")]
+_BatchOpt = Annotated[int, typer.Option(help="Clips per backbone call.")]
+_WorkersOpt = Annotated[int, typer.Option(help="Decode threads per unit runner.")]
+_UnitOpt = Annotated[int, typer.Option(help="Samples per work unit (= per zarr shard); fixed when the store is created.")]
+_LimitOpt = Annotated[Optional[int], typer.Option(help="Only the first N samples.")]
+_QuantOpt = Annotated[bool, typer.Option("--8bit/--float16", help="Store maps as 8-bit with per-channel scales.")]
+_RetryOpt = Annotated[bool, typer.Option(help="Try failed samples again.")]
+_DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")]
+
+
+def _extract_config(dataset, root, out, index, benchmark, frames, size, crop, weights, batch_size, workers,
+                    unit_size, limit, quantize, retry_failed, device):
+    from pipeline.extract import ExtractConfig
+
+    config = ExtractConfig(dataset=dataset, root=root, out=out, index=index, benchmark=benchmark, frames=frames,
+                           size=size, crop=crop, weights=weights, batch_size=batch_size, workers=workers,
+                           unit_size=unit_size, limit=limit, quantize=quantize, retry_failed=retry_failed,
+                           device=device)
+    config.check()
+    return config
+
+
+def _quiet_prefect(verbose: bool) -> None:
+    """Prefect's own logging stays at warnings unless --verbose; must be set before Prefect is imported."""
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+
+
+@app.command()
+def extract(dataset: _DatasetOpt, root: _RootOpt, out: _OutOpt, index: _IndexOpt = None, benchmark: _BenchOpt = None,
+            frames: _FramesOpt = 16, size: _SizeOpt = 224, crop: _CropOpt = "full",
+            weights: _WeightsOpt = "kinetics400", batch_size: _BatchOpt = 4, workers: _WorkersOpt = 2,
+            unit_size: _UnitOpt = 16, limit: _LimitOpt = None, quantize: _QuantOpt = False,
+            retry_failed: _RetryOpt = False, device: _DeviceOpt = "auto",
+            dask_address: Annotated[Optional[str], typer.Option(help="Run units on this Dask scheduler (tcp://HOST:PORT).")] = None,
+            dask_workers: Annotated[Optional[int], typer.Option(help="Run units on a local Dask cluster of N processes.")] = None,
+            verbose: Annotated[bool, typer.Option(help="Show Prefect's and Dask's logs.")] = False) -> None:
+    """Stage 1: index a dataset and cache MC3-18 features in zarr. Exit 0: all done; 3: some samples failed."""
+    config = _extract_config(dataset, root, out, index, benchmark, frames, size, crop, weights, batch_size, workers,
+                             unit_size, limit, quantize, retry_failed, device)
+    if dask_address is not None and dask_workers is not None:
+        raise StarError("Give either --dask-address or --dask-workers, not both")
+    _quiet_prefect(verbose)
+    from flows.extract import run_extract
+    from pipeline.progress import CacheProgress
+
+    with CacheProgress(config.out):
+        summary = run_extract(config, dask_address=dask_address, dask_workers=dask_workers)
+    typer.echo(summary.format())
+    raise typer.Exit(summary.exit_code)
+
+
+cache_app = typer.Typer(help="Inspect a feature cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("info")
+def cache_info(path: Annotated[str, typer.Argument(help="The zarr store.")],
+               json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """Samples done/failed/pending, the fingerprint, size on disk and bytes per clip."""
+    from pipeline.cache import FeatureCache
+
+    info = FeatureCache.open(path).info()
+    typer.echo(json.dumps(info.to_json(), indent=2) if json_output else info.format())
+
+
+schedule_app = typer.Typer(help="Serve scheduled runs on a Prefect server (PREFECT_API_URL).", no_args_is_help=True)
+app.add_typer(schedule_app, name="schedule")
+
+
+@schedule_app.command("extract")
+def schedule_extract(dataset: _DatasetOpt, root: _RootOpt, out: _OutOpt,
+                     cron: Annotated[str, typer.Option(help='Cron schedule, e.g. "0 3 * * *".')],
+                     name: Annotated[str, typer.Option(help="Deployment name.")] = "nightly",
+                     index: _IndexOpt = None, benchmark: _BenchOpt = None, frames: _FramesOpt = 16,
+                     size: _SizeOpt = 224, crop: _CropOpt = "full", weights: _WeightsOpt = "kinetics400",
+                     batch_size: _BatchOpt = 4, workers: _WorkersOpt = 2, unit_size: _UnitOpt = 16,
+                     limit: _LimitOpt = None, quantize: _QuantOpt = False, retry_failed: _RetryOpt = False,
+                     device: _DeviceOpt = "auto") -> None:
+    """Serve the extract flow as a deployment with a cron schedule; each run extracts only what is new."""
+    config = _extract_config(dataset, root, out, index, benchmark, frames, size, crop, weights, batch_size, workers,
+                             unit_size, limit, quantize, retry_failed, device)
+    if not os.environ.get("PREFECT_API_URL"):
+        raise StarError("Scheduled runs need a Prefect server: start one with `prefect server start` and export "
+                        "PREFECT_API_URL=http://127.0.0.1:4200/api")
+    from flows.extract import serve_extract
+
+    serve_extract(config, cron=cron, name=name)
+
+
+# ---------------------------------------------------------------------------------------------------- training
+_Opt = typer.Option
+
+
+@app.command()
+def train(
+    from_cache: Annotated[Optional[str], _Opt("--from-cache", help="Feature cache written by `star extract`.")] = None,
+    out: Annotated[Optional[str], _Opt(help="Run directory: config.json, metrics.jsonl, tensorboard/, last.pt, best.pt.")] = None,
+    config: Annotated[Optional[Path], _Opt(help="TOML or JSON config file (TrainConfig fields and a model table); options override it.")] = None,
+    preset: Annotated[Optional[str], _Opt(help="paper (§4.1: SGD 2e-4, batch 4, 300 epochs) or small (AdamW 1e-3, cosine, 30 epochs).")] = None,
+    resume: Annotated[bool, _Opt(help="Continue the run in --out from its last.pt, bit for bit on CPU.")] = False,
+    epochs: Annotated[Optional[int], _Opt(help="Epochs (paper: 300).")] = None,
+    batch_size: Annotated[Optional[int], _Opt(help="Global batch, split over torchrun processes (paper: 4).")] = None,
+    lr: Annotated[Optional[float], _Opt(help="Learning rate (paper: 2e-4).")] = None,
+    optimizer: Annotated[Optional[str], _Opt(help="sgd or adamw.")] = None,
+    scheduler: Annotated[Optional[str], _Opt(help="none or cosine (per step, after warm-up).")] = None,
+    momentum: Annotated[Optional[float], _Opt(help="SGD momentum (0.9).")] = None,
+    weight_decay: Annotated[Optional[float], _Opt(help="Weight decay.")] = None,
+    warmup_epochs: Annotated[Optional[float], _Opt(help="Linear warm-up length in epochs.")] = None,
+    label_smoothing: Annotated[Optional[float], _Opt(help="Cross-entropy label smoothing.")] = None,
+    grad_clip: Annotated[Optional[float], _Opt(help="Max gradient norm (0: off).")] = None,
+    hflip: Annotated[Optional[float], _Opt(help="Horizontal flip probability (swaps left/right: keep 0 for lateralised classes).")] = None,
+    joint_dropout: Annotated[Optional[float], _Opt(help="Probability of hiding each joint in each frame.")] = None,
+    seed: Annotated[Optional[int], _Opt(help="Seed of initialisation, shuffling and augmentation.")] = None,
+    workers: Annotated[Optional[int], _Opt(help="DataLoader worker processes.")] = None,
+    device: Annotated[Optional[str], _Opt(help="auto, cpu or cuda.")] = None,
+    amp: Annotated[Optional[bool], _Opt("--amp/--no-amp", help="bf16 autocast on CUDA.")] = None,
+    benchmark: Annotated[Optional[str], _Opt(help="Split scheme in the cache, e.g. ntu120-xsub (default: the only one).")] = None,
+    train_split: Annotated[Optional[str], _Opt(help="Training split (default: train).")] = None,
+    val_split: Annotated[Optional[str], _Opt(help="Validation split for best.pt; '' for none (default: test).")] = None,
+    dim: Annotated[Optional[int], _Opt(help="Model width D.")] = None,
+    depth: Annotated[Optional[int], _Opt(help="Layers per encoder/decoder stage.")] = None,
+    heads: Annotated[Optional[int], _Opt(help="Attention heads.")] = None,
+    dropout: Annotated[Optional[float], _Opt(help="Transformer dropout.")] = None,
+    encoder: Annotated[Optional[str], _Opt(help="Encoder layer kind FF, FZ or FB (Table 4).")] = None,
+    decoder: Annotated[Optional[str], _Opt(help="Decoder layer kind FF, FZ or FB (Table 4).")] = None,
+    end_to_end: Annotated[Optional[bool], _Opt("--end-to-end/--cached", help="Fine-tune MC3-18 too, decoding video.")] = None,
+    index: Annotated[Optional[str], _Opt(help="End-to-end: annotation index (default: next to the cache).")] = None,
+    init: Annotated[Optional[str], _Opt(help="End-to-end: cache-stage checkpoint to start from.")] = None,
+    unfreeze_from: Annotated[Optional[str], _Opt(help="End-to-end: first trainable stage: stem, layer1..layer4.")] = None,
+    backbone_lr_scale: Annotated[Optional[float], _Opt(help="End-to-end: backbone lr = lr x this (default 0.1).")] = None,
+    activation_checkpointing: Annotated[Optional[bool], _Opt("--activation-checkpointing/--no-activation-checkpointing", help="End-to-end: recompute backbone activations.")] = None,
+    progress: Annotated[bool, _Opt(help="Progress bar and a line per epoch on stderr.")] = True,
+) -> None:
+    """Stage 2: train STAR from the feature cache (or end to end from video); one line per epoch, then a summary."""
+    from pipeline.train import format_result, run_training
+
+    model = {k: v for k, v in dict(dim=dim, depth=depth, heads=heads, dropout=dropout, encoder=encoder, decoder=decoder).items() if v is not None}
+    overrides = dict(
+        cache=from_cache, out=out, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, scheduler=scheduler,
+        momentum=momentum, weight_decay=weight_decay, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing,
+        grad_clip=grad_clip, hflip=hflip, joint_dropout=joint_dropout, seed=seed, workers=workers, device=device, amp=amp,
+        benchmark=benchmark, train_split=train_split, val_split=val_split, model=model or None, end_to_end=end_to_end,
+        index=index, init=init, unfreeze_from=unfreeze_from, backbone_lr_scale=backbone_lr_scale,
+        activation_checkpointing=activation_checkpointing,
+    )
+    result = run_training(overrides=overrides, config_file=config, preset=preset, resume=resume, show_progress=progress)
+    if result.is_main:
+        typer.echo(format_result(result))
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[Path, _Opt(help="A checkpoint of `star train` (best.pt or last.pt).")],
+    cache: Annotated[str, _Opt(help="The feature cache to evaluate on (same fingerprint as the checkpoint's).")],
+    split: Annotated[str, _Opt(help="Split to evaluate.")] = "test",
+    benchmark: Annotated[Optional[str], _Opt(help="Split scheme (default: the checkpoint's).")] = None,
+    out: Annotated[Optional[Path], _Opt(help="Report folder (default: <checkpoint folder>/eval-<split>).")] = None,
+    batch_size: Annotated[int, _Opt(help="Clips per forward pass.")] = 8,
+    workers: Annotated[int, _Opt(help="DataLoader worker processes.")] = 2,
+    index: Annotated[Optional[str], _Opt(help="End-to-end checkpoints: annotation index (default: next to the cache).")] = None,
+    weights: Annotated[str, _Opt(help="End-to-end checkpoints from a state-dict backbone: that file.")] = "",
+    device: Annotated[str, _Opt(help="auto, cpu or cuda[:N].")] = "auto",
+    json_output: Annotated[bool, _Opt("--json", help="Print the JSON report only.")] = False,
+) -> None:
+    """Top-1, top-5, mean per-class accuracy, confusion matrix (CSV, PNG), per-class table and a JSON report."""
+    from pipeline.evaluate import evaluate_checkpoint, format_evaluation
+
+    result = evaluate_checkpoint(checkpoint=checkpoint, cache=cache, split=split, benchmark=benchmark, out_dir=out,
+                                 batch_size=batch_size, workers=workers, index=index, weights=weights, device=device)
+    typer.echo(json.dumps(result.to_dict(), indent=2) if json_output else format_evaluation(result))
+
+
+@app.command()
+def predict(
+    video: Annotated[Path, typer.Argument(help="A video file or a folder of frames.")],
+    pose: Annotated[Path, _Opt(help="Its pose: NTU .skeleton, Penn Action .mat, or .npz/.json (original-frame pixels).")],
+    checkpoint: Annotated[Path, _Opt(help="A checkpoint of `star train`.")],
+    top: Annotated[int, _Opt(help="How many classes to print.")] = 5,
+    weights: Annotated[str, _Opt(help="Backbone state-dict file, when the cache was extracted from one.")] = "",
+    device: Annotated[str, _Opt(help="auto, cpu or cuda[:N].")] = "auto",
+    json_output: Annotated[bool, _Opt("--json", help="Print JSON only.")] = False,
+) -> None:
+    """Decode one video, extract its features and print the top classes with probabilities."""
+    from pipeline.predict import predict as predict_video
+
+    prediction = predict_video(video=video, pose=pose, checkpoint=checkpoint, top_k=top, weights=weights, device=device)
+    typer.echo(json.dumps(prediction.to_dict(), indent=2) if json_output else prediction.format())
 
 
 if __name__ == "__main__":

@@ -154,6 +154,11 @@ class CacheInfo:
     def __str__(self) -> str:
         return self.format()
 
+    def to_json(self) -> dict[str, Any]:
+        """The same facts as plain JSON types, for `star cache info --json`."""
+        return _json_roundtrip({**asdict(self), "failures": [list(item) for item in self.failures],
+                                "bytes_per_done_clip": self.bytes_per_done_clip})
+
 
 class FeatureCache:
     """Handle on a feature cache. Holds only the path and options; zarr handles open lazily, so it pickles.
