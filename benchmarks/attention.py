@@ -1,0 +1,125 @@
+"""Benchmark (issue 2, not a timed test): ZAttn and BAttn time relative to FAttn, measured side by side.
+
+    python -m benchmarks.attention                  # paper scale and small scale, 5 repetitions
+    python -m benchmarks.attention --scale paper --reps 7
+    python -m benchmarks.attention --threads 1      # steadier figures on a machine shared with other jobs
+
+Paper scale: batch 4, T = 16 frames, 224 x 224 input -> P = 196 grid tokens, N = 25 joints, 3 class
+tokens: S = 224 tokens per frame, T*S = 3584. Small scale: batch 2, T = 8, 112 x 112 input -> S = 77.
+Width and heads are `ModelConfig`'s defaults. The three modules are timed back to back inside every
+repetition (so load changes on a shared machine hit all three alike); times are medians over the
+repetitions, ratios the median of the per-repetition ratios to FAttn.
+Target: ZAttn/BAttn <= 0.55 x FAttn at paper scale (theory for the attention product alone: 0.5;
+the QKV/output projections cost the same in all three and pull the ratio up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from model.attention import BinaryAttention, FullAttention, ZigzagAttention, attention_flops
+from model.star import ModelConfig
+
+MODULES = {"FAttn": (FullAttention, "F"), "ZAttn": (ZigzagAttention, "Z"), "BAttn": (BinaryAttention, "B")}
+
+
+@dataclass(frozen=True)
+class Scale:
+    name: str
+    batch: int
+    frames: int
+    tokens: int  # S per frame
+
+
+SCALES = {
+    "paper": Scale("paper", batch=4, frames=16, tokens=196 + 25 + 3),
+    "small": Scale("small", batch=2, frames=8, tokens=49 + 25 + 3),
+}
+
+
+def _timed(fn: Callable[[], None], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def run_scale(scale: Scale, *, dim: int, heads: int, reps: int, device: torch.device) -> None:
+    torch.manual_seed(0)
+    shape = (scale.batch, scale.frames, scale.tokens, dim)
+    x = torch.randn(shape, device=device)
+    x_grad = x.clone().requires_grad_()
+    grad_out = torch.randn(shape, device=device)
+    modules = {name: cls(dim, heads, dropout=0.0).to(device) for name, (cls, _) in MODULES.items()}
+
+    def forward(module: torch.nn.Module) -> None:
+        with torch.no_grad():
+            module(x)
+
+    def forward_backward(module: torch.nn.Module) -> None:
+        module.zero_grad(set_to_none=True)
+        x_grad.grad = None
+        module(x_grad).backward(grad_out)
+
+    times: dict[tuple[str, str], list[float]] = {(name, mode): [] for name in modules for mode in ("fwd", "fwdbwd")}
+    for rep in range(reps + 1):  # repetition 0 is the warm-up
+        for mode, fn in (("fwd", forward), ("fwdbwd", forward_backward)):
+            # The three modules back to back, order reversed every other repetition, so slow drifts in
+            # the machine's load hit them alike; ratios are taken within a repetition.
+            order = list(modules) if rep % 2 else list(reversed(modules))
+            for name in order:
+                elapsed = _timed(lambda: fn(modules[name]), device)
+                if rep > 0:
+                    times[(name, mode)].append(elapsed)
+
+    def ratio(name: str, mode: str) -> float:
+        """Median over repetitions of (module time / FAttn time in the same repetition)."""
+        return statistics.median(t / f for t, f in zip(times[(name, mode)], times[("FAttn", mode)]))
+
+    print(
+        f"\n[{scale.name}] B={scale.batch} T={scale.frames} S={scale.tokens} (T*S={scale.frames * scale.tokens}) "
+        f"D={dim} heads={heads}; device={device}, threads={torch.get_num_threads()}, median of {reps} reps"
+    )
+    print(
+        f"{'module':<7} {'params':>8} {'GFLOP attn':>11} {'GFLOP proj':>11} "
+        f"{'fwd ms':>9} {'fwd/F':>6} {'fwd+bwd ms':>11} {'fwd+bwd/F':>9}"
+    )
+    for name, module in modules.items():
+        flops = attention_flops(MODULES[name][1], frames=scale.frames, tokens=scale.tokens, dim=dim)
+        params = sum(p.numel() for p in module.parameters())
+        fwd, fwdbwd = statistics.median(times[(name, "fwd")]), statistics.median(times[(name, "fwdbwd")])
+        print(
+            f"{name:<7} {params:>8,} {flops['core'] * scale.batch / 1e9:>11.2f} "
+            f"{flops['projections'] * scale.batch / 1e9:>11.2f} {fwd * 1e3:>9.1f} {ratio(name, 'fwd'):>6.3f} "
+            f"{fwdbwd * 1e3:>11.1f} {ratio(name, 'fwdbwd'):>9.3f}"
+        )
+
+
+def main() -> None:
+    defaults = ModelConfig(num_classes=1)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", choices=["both", *SCALES], default="both")
+    parser.add_argument("--reps", type=int, default=5, help="timed repetitions after one warm-up (median reported)")
+    parser.add_argument("--dim", type=int, default=defaults.dim)
+    parser.add_argument("--heads", type=int, default=defaults.heads)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}; forward FLOPs per batch (multiply-add = 2), params per module")
+    for name in SCALES if args.scale == "both" else [args.scale]:
+        run_scale(SCALES[name], dim=args.dim, heads=args.heads, reps=args.reps, device=torch.device(args.device))
+
+
+if __name__ == "__main__":
+    main()

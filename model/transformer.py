@@ -1,0 +1,76 @@
+"""The STAR-transformer layer and its encoder/decoder stages (paper section 3.3, eq. 11-14, Fig. 2 e).
+
+One layer, post-LN as the paper writes it:
+    z_bar   = LN(FAttn(z) + z)                                    (11)
+    z', z'' = Decoupling(z_bar)                                   (12)
+    z_tilde = LN((STA(z') + z') (+) (STA(z'') + z''))             (13)
+    z       = LN(MLP(z_tilde) + z_tilde)                          (14)
+
+Decoupling (zigzag or binary grouping) and the re-coupling (+) live inside `ZigzagAttention` /
+`BinaryAttention`, which return every token at its own frame position; since LN and the residual act
+per token, eq. (13) is then exactly LN(STA(z_bar) + z_bar).
+
+A stage is L such layers of one kind: "FZ" (F then Z, the paper's encoder), "FB" (F then B, the
+decoder) or "FF" (F twice, Table 4's full-attention baseline). The "decoder" has the same structure as
+the encoder (Fig. 2 e) and no cross-attention to encoder memory: the paper's equations have none, so
+the decoder simply continues on the encoder's output.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from model.attention import ATTENTION_KINDS, FullAttention
+from pipeline.errors import StarError
+
+LAYER_KINDS = ("FF", "FZ", "FB")
+
+
+class MLP(nn.Module):
+    """Eq. (14)'s MLP: Linear -> GELU -> Linear, as in ViT."""
+
+    def __init__(self, *, dim: int, hidden: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class STARLayer(nn.Module):
+    """One STAR-transformer layer, eq. (11)-(14): (B, T, S, D) -> (B, T, S, D)."""
+
+    def __init__(self, *, dim: int, heads: int, mlp_ratio: float, dropout: float, kind: str) -> None:
+        super().__init__()
+        if kind not in LAYER_KINDS:
+            raise StarError(f"unknown STAR layer kind {kind!r}; use one of {', '.join(LAYER_KINDS)} (Table 4).")
+        self.kind = kind
+        self.full_attn = FullAttention(dim, heads, dropout)  # FSTA of eq. (11)
+        self.sta = ATTENTION_KINDS[kind[1]](dim, heads, dropout)  # STA of eq. (13)
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.norm3 = nn.LayerNorm(dim)
+        self.mlp = MLP(dim=dim, hidden=int(dim * mlp_ratio), dropout=dropout)
+
+    def forward(self, z: Tensor) -> Tensor:
+        z = self.norm1(self.full_attn(z) + z)  # eq. (11)
+        z = self.norm2(self.sta(z) + z)  # eq. (12)-(13): decoupling and re-coupling happen inside `sta`
+        return self.norm3(self.mlp(z) + z)  # eq. (14)
+
+
+class STARStage(nn.Module):
+    """L STAR layers of one kind: the encoder ("FZ") or the decoder ("FB")."""
+
+    def __init__(self, *, depth: int, kind: str, dim: int, heads: int, mlp_ratio: float, dropout: float) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            STARLayer(dim=dim, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout, kind=kind) for _ in range(depth)
+        )
+
+    def forward(self, z: Tensor) -> Tensor:
+        for layer in self.layers:
+            z = layer(z)  # (B, T, S, D)
+        return z

@@ -1,0 +1,179 @@
+"""STAR layer (eq. 11-14), encoder/decoder stages and the full model: shapes, gradients, determinism, video path."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model.backbone import MC18Backbone
+from model.star import STAR, ModelConfig, build_model
+from model.tokens import joint_heatmaps, joints_to_cells
+from model.transformer import STARLayer
+from pipeline.errors import StarError
+
+TINY = dict(num_classes=5, dim=32, heads=2, depth=1, persons=1, joints=3, local_channels=8, global_channels=16)
+
+
+def make_inputs(cfg: ModelConfig, *, batch=2, frames=4, grid=(2, 2), local_hw=(4, 4), seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    n = cfg.persons * cfg.joints
+    local = torch.randn(batch, frames, cfg.local_channels, *local_hw, generator=generator)
+    global_ = torch.randn(batch, frames, cfg.global_channels, *grid, generator=generator)
+    coords = torch.rand(batch, frames, n, 2, generator=generator) * torch.tensor([local_hw[1], local_hw[0]])
+    joints = torch.cat((coords, torch.ones(batch, frames, n, 1)), dim=-1)
+    heatmaps = joint_heatmaps(joints, size=local_hw, sigma=cfg.heatmap_sigma)
+    return local, global_, heatmaps, joints
+
+
+@pytest.mark.parametrize("kind", ["FF", "FZ", "FB"])
+def test_layer_shapes_and_eq_11_to_14(kind):
+    torch.manual_seed(0)
+    layer = STARLayer(dim=32, heads=2, mlp_ratio=2.0, dropout=0.0, kind=kind).eval()
+    z = torch.randn(2, 4, 7, 32)
+    out = layer(z)
+    assert out.shape == z.shape
+    # Post-LN, written out from the equations.
+    z_bar = layer.norm1(layer.full_attn(z) + z)  # (11)
+    z_tilde = layer.norm2(layer.sta(z_bar) + z_bar)  # (12)-(13)
+    expected = layer.norm3(layer.mlp(z_tilde) + z_tilde)  # (14)
+    torch.testing.assert_close(out, expected)
+    assert type(layer.sta).__name__ == {"FF": "FullAttention", "FZ": "ZigzagAttention", "FB": "BinaryAttention"}[kind]
+
+
+def test_unknown_layer_kind():
+    with pytest.raises(StarError, match="unknown STAR layer kind"):
+        STARLayer(dim=32, heads=2, mlp_ratio=2.0, dropout=0.0, kind="ZF")
+
+
+@pytest.mark.parametrize(
+    "encoder, decoder, multi_class, persons",
+    [
+        ("FZ", "FB", True, 1),  # the paper's model
+        ("FZ", "FB", True, 2),  # two persons
+        ("FZ", "FB", False, 2),  # Table 3 single-class ablation
+        ("FF", "FF", True, 1),  # Table 4 rows
+        ("FZ", "FZ", True, 1),
+        ("FB", "FB", True, 1),
+        ("FB", "FZ", False, 1),
+    ],
+)
+def test_star_shapes_for_every_variant(encoder, decoder, multi_class, persons):
+    cfg = ModelConfig(**{**TINY, "persons": persons}, encoder=encoder, decoder=decoder, multi_class=multi_class)
+    model = build_model(cfg).eval()
+    inputs = make_inputs(cfg)
+    logits = model(*inputs)
+    assert logits.shape == (2, 5)
+    features = model.forward_features(*inputs)
+    assert features.shape == (2, 32)
+    torch.testing.assert_close(model.forward_head(features), logits)
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("encoder, decoder", [("FZ", "FB"), ("FF", "FB"), ("FZ", "FF")])
+def test_odd_frame_count_errors_when_z_or_b_is_used(encoder, decoder):
+    cfg = ModelConfig(**TINY, encoder=encoder, decoder=decoder)
+    with pytest.raises(StarError, match="even number of frames"):
+        build_model(cfg)(*make_inputs(cfg, frames=3))
+
+
+def test_full_attention_only_model_accepts_odd_frames():
+    cfg = ModelConfig(**TINY, encoder="FF", decoder="FF")
+    assert build_model(cfg)(*make_inputs(cfg, frames=3)).shape == (2, 5)
+
+
+@pytest.mark.parametrize("multi_class", [True, False])
+def test_gradients_reach_every_parameter(multi_class):
+    cfg = ModelConfig(**{**TINY, "persons": 2, "depth": 2}, multi_class=multi_class)
+    model = build_model(cfg).train()
+    logits = model(*make_inputs(cfg))
+    F.cross_entropy(logits, torch.tensor([1, 3])).backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None, name
+        assert parameter.grad.abs().sum() > 0, name
+
+
+def test_eval_is_deterministic_and_train_uses_dropout():
+    cfg = ModelConfig(**TINY, dropout=0.3)
+    model = build_model(cfg)
+    inputs = make_inputs(cfg)
+    model.eval()
+    assert torch.equal(model(*inputs), model(*inputs))
+    model.train()
+    assert not torch.equal(model(*inputs), model(*inputs))
+
+
+def test_pooling_averages_all_class_tokens_over_all_frames():
+    cfg = ModelConfig(**TINY)
+    model = build_model(cfg).eval()
+    inputs = make_inputs(cfg)
+    z = model.decoder(model.encoder(model.aggregator(*inputs)))  # (B, T, S, D)
+    cls = z[:, :, [0, 4 + 1, 4 + 3 + 2]]  # P = 4 grid tokens, N = 3 joints
+    torch.testing.assert_close(model.forward_features(*inputs), cls.mean(dim=(1, 2)))
+
+
+def test_sdpa_calls_per_forward(monkeypatch):
+    cfg = ModelConfig(**{**TINY, "depth": 3})
+    model = build_model(cfg).eval()
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or sdpa(*a, **k))
+    model(*make_inputs(cfg))
+    assert len(calls) == 2 * 2 * cfg.depth  # (F + Z/B) per layer, encoder + decoder
+
+
+def test_mismatched_inputs_raise_star_error():
+    cfg = ModelConfig(**TINY)
+    model = build_model(cfg)
+    local, global_, heatmaps, joints = make_inputs(cfg)
+    with pytest.raises(StarError, match="joints"):
+        model(local, global_, heatmaps, joints[:, :, :2])
+    with pytest.raises(StarError, match="local"):
+        model(local[:, :, :4], global_, heatmaps, joints)
+
+
+def test_config_validation():
+    with pytest.raises(StarError, match="divisible"):
+        ModelConfig(num_classes=3, dim=30, heads=4)
+    with pytest.raises(StarError, match="encoder"):
+        ModelConfig(num_classes=3, encoder="FX")
+    with pytest.raises(StarError, match="num_classes"):
+        ModelConfig(num_classes=0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ModelConfig(num_classes=3).dim = 8  # type: ignore[misc]
+    defaults = ModelConfig(num_classes=60)
+    assert (defaults.persons, defaults.joints, defaults.depth) == (2, 25, 3)
+    assert (defaults.encoder, defaults.decoder) == ("FZ", "FB")
+    assert defaults.multi_class and (defaults.local_channels, defaults.global_channels) == (256, 512)
+
+
+def test_forward_on_backbone_maps_equals_forward_video():
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="RANDOM"):
+        backbone = MC18Backbone(weights="random")
+    cfg = ModelConfig(num_classes=4, dim=32, heads=2, depth=1, persons=2, joints=3)
+    model = build_model(cfg).eval()
+    generator = torch.Generator().manual_seed(1)
+    video = torch.randint(0, 256, (1, 2, 3, 64, 96), dtype=torch.uint8, generator=generator)  # H=64, W=96
+    joints_px = torch.cat(
+        (
+            torch.rand(1, 2, 6, 2, generator=generator) * torch.tensor([96.0, 64.0]),
+            torch.rand(1, 2, 6, 1, generator=generator),
+        ),
+        dim=-1,
+    )
+    joints_px[0, 1, 5, 2] = 0.0  # one missing joint
+
+    # The cached-feature path, built step by step as the extraction stage does.
+    local, global_ = backbone(video)
+    assert local.shape[-2:] == (8, 12) and global_.shape[-2:] == (4, 6)
+    joints = joints_to_cells(joints_px, input_hw=(64, 96), map_hw=(8, 12))
+    heatmaps = joint_heatmaps(joints, size=(8, 12), sigma=cfg.heatmap_sigma)
+    on_maps = model(local, global_, heatmaps, joints)
+
+    on_video = model.forward_video(video, joints_px, backbone=backbone)
+    assert on_video.shape == (1, 4)
+    torch.testing.assert_close(on_video, on_maps, atol=1e-6, rtol=1e-6)
+    assert not torch.allclose(on_video, model(local, global_, heatmaps.roll(1, dims=2), joints))
