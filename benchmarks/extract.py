@@ -1,0 +1,139 @@
+"""Extraction benchmark (issue 4), measured side by side in one run on the same generated clips.
+
+(a) pipeline clips/s divided by the bound 1 / (decode-only + backbone-only seconds per clip), at 112 and 224;
+(b) bytes per clip on disk, float16 (lossless zstd) and 8-bit;
+(c) peak RSS of an extraction of 10 vs. 100 clips (a fresh process each).
+
+    python -m benchmarks.extract [--clips 12] [--rss-clips 10 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.cache import FeatureCache
+from pipeline.extract import ClipSpec, ExtractConfig, extract, load_clip
+from pipeline.index import AnnotationIndex, build_index
+from pipeline.synthetic import generate_ntu_dataset
+
+BATCH = 4
+
+
+def make_dataset(root: Path, clips: int) -> Path:
+    per_class = max(1, -(-clips // 10))
+    generate_ntu_dataset(root, samples_per_class=per_class, subjects=tuple(range(1, 9)), cameras=(1, 2, 3))
+    return root
+
+
+def decode_only(index: AnnotationIndex, rows: list[int], spec: ClipSpec) -> tuple[float, list]:
+    started = time.perf_counter()
+    clips = [load_clip(video=Path(index.video_paths[i]), skeleton=index.skeleton(i),
+                       usable_frames=int(index.usable_frames[i]),
+                       frame_size=(int(index.width[i]), int(index.height[i])), spec=spec) for i in rows]
+    return time.perf_counter() - started, clips
+
+
+def backbone_only(clips: list, backbone) -> float:
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, len(clips), BATCH):
+            video = torch.from_numpy(np.stack([c.frames for c in clips[start:start + BATCH]]))
+            backbone(video.permute(0, 1, 4, 2, 3))
+    return time.perf_counter() - started
+
+
+def throughput(root: Path, work: Path, clips: int, size: int) -> dict:
+    from model.backbone import MC18Backbone
+
+    index_path = work / "ntu120-index.h5"
+    build_index("ntu120", root, index_path)
+    index = AnnotationIndex(index_path)
+    rows = list(range(clips))
+    decode_s, decoded = decode_only(index, rows, ClipSpec(frames=16, size=size))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        backbone = MC18Backbone(weights=None)
+    backbone_only(decoded[:BATCH], backbone)  # warm-up: first-call allocations are not per-clip work
+    backbone_s = backbone_only(decoded, backbone)
+    sizes = {}
+    pipeline_s = None
+    for quantize in (False, True):
+        out = work / f"cache-{size}-{'8bit' if quantize else 'f16'}.zarr"
+        cfg = ExtractConfig(dataset="ntu120", root=root, out=str(out), index=index_path, size=size,
+                            weights="random", limit=clips, batch_size=BATCH, quantize=quantize)
+        started = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            summary = extract(cfg)
+        if not quantize:
+            pipeline_s = time.perf_counter() - started
+        assert summary.done == clips, summary.format()
+        sizes["8bit" if quantize else "float16"] = FeatureCache.open(out).info().bytes_per_done_clip
+    bound = clips / (decode_s + backbone_s)
+    rate = clips / pipeline_s
+    return {"size": size, "clips": clips, "decode_s_per_clip": decode_s / clips,
+            "backbone_s_per_clip": backbone_s / clips, "pipeline_clips_per_s": rate, "bound_clips_per_s": bound,
+            "ratio": rate / bound, "bytes_per_clip": sizes}
+
+
+RSS_SCRIPT = """
+import resource, sys, warnings
+from pathlib import Path
+from pipeline.extract import ExtractConfig, extract
+warnings.simplefilter("ignore")
+root, out, index, limit = sys.argv[1:5]
+summary = extract(ExtractConfig(dataset="ntu120", root=Path(root), out=out, index=Path(index), size=112,
+                                weights="random", limit=int(limit)))
+assert summary.done == int(limit), summary.format()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def peak_rss(root: Path, work: Path, clips: int) -> float:
+    out = work / f"rss-{clips}.zarr"
+    result = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(root), str(out), str(work / "ntu120-index.h5"),
+                             str(clips)], capture_output=True, text=True, check=True)
+    return int(result.stdout.strip().splitlines()[-1]) / 1024  # KiB -> MiB
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", type=int, default=12, help="clips per throughput measurement")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[112, 224])
+    parser.add_argument("--rss-clips", type=int, nargs=2, default=[10, 100])
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        root = make_dataset(work / "ntu", max(args.clips, *args.rss_clips))
+        results = {"throughput": [throughput(root, work, args.clips, size) for size in args.sizes],
+                   "threads": torch.get_num_threads()}
+        small, large = args.rss_clips
+        results["peak_rss_mib"] = {str(small): peak_rss(root, work, small), str(large): peak_rss(root, work, large)}
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    for row in results["throughput"]:
+        print(f"size {row['size']}: decode {row['decode_s_per_clip'] * 1e3:.0f} ms/clip, backbone "
+              f"{row['backbone_s_per_clip'] * 1e3:.0f} ms/clip -> bound {row['bound_clips_per_s']:.2f} clips/s; "
+              f"pipeline {row['pipeline_clips_per_s']:.2f} clips/s; ratio {row['ratio']:.2f} (target >= 0.9)")
+        sizes = row["bytes_per_clip"]
+        print(f"size {row['size']}: {sizes['float16'] / 1e6:.2f} MB/clip float16 (lossless), "
+              f"{sizes['8bit'] / 1e6:.2f} MB/clip 8-bit (target <= 4 MB at 224)")
+    rss = results["peak_rss_mib"]
+    print("peak RSS: " + ", ".join(f"{n} clips {mib:.0f} MiB" for n, mib in rss.items())
+          + " (must not grow with the number of clips)")
+
+
+if __name__ == "__main__":
+    main()

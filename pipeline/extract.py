@@ -1,0 +1,376 @@
+"""Stage 1 as plain functions (issue 4): from an annotation index to a feature cache, one work unit at a time.
+
+    prepare(cfg)          build or refresh the HDF5 index, create/open/grow the zarr cache, list pending units
+    UnitExtractor.run(k)  decode the T clip frames of unit k's pending samples (threads), crop/resize them and map
+                          the joints through the same transform, run the frozen MC3-18 in batches, build the joint
+                          heatmaps, and write the unit (data first, done-mask last)
+    summarize(cfg)        counts, failures and throughput from the cache itself
+
+`flows/extract.py` wraps these in Prefect tasks; tests and benchmarks call them directly. Decoding overlaps the
+backbone in two ways: a unit decodes its next clips in a thread pool while a batch is on the backbone, and when two
+units run at once (Prefect's thread pool) a process-wide lock keeps one backbone call at a time, so one unit decodes
+while the other computes. Memory per unit runner is bounded by the unit size, never by a video's length or the
+dataset's size.
+
+A sample that cannot be used (corrupt video, bad skeleton, a reason already in the index) is written to the cache as
+failed with its reason; it never stops the run. Samples on NTU's official missing-skeleton list are left out of the
+cache and counted as skipped.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from pipeline import clips
+from pipeline.cache import CacheLayout, FeatureCache
+from pipeline.datasets.records import LISTED_MISSING_SKELETON, OK
+from pipeline.errors import StarError
+from pipeline.geometry import CROP_MODES, clip_geometry
+from pipeline.index import AnnotationIndex, build_index
+from pipeline.video import read_frames
+
+# Bump when a code change alters the values written to the cache: stores from older code are then refused.
+EXTRACT_VERSION = 1
+DATASETS = ("ntu60", "ntu120", "penn", "folder")
+DEFAULT_HEATMAP_SIGMA = 1.0  # local-map cells; the model's default too (model/star.py)
+EXIT_OK, EXIT_FAILED_SAMPLES = 0, 3
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """How a clip becomes backbone input: T frames, S x S pixels, full-frame resize or person crop."""
+
+    frames: int = 16
+    size: int = 224
+    crop: str = "full"
+
+
+@dataclass(frozen=True)
+class Clip:
+    frames: np.ndarray  # (T, S, S, 3) uint8 RGB
+    joints: np.ndarray  # (T, P, J, 3) (x, y, confidence) in input pixels of the S x S frames
+    frame_indices: np.ndarray  # (T,) indices into the original video
+
+
+def load_clip(*, video: Path, skeleton: np.ndarray, usable_frames: int, frame_size: tuple[int, int], spec: ClipSpec,
+              rng: np.random.Generator | None = None) -> Clip:
+    """Decode and transform one clip. rng None: segment centres (extraction); else temporal jitter (training).
+
+    `skeleton` is (frames, P, J, 3) in original pixels; clips are sampled from the frames that both the video and
+    the skeleton have (`usable_frames`), and the one crop box of the clip maps frames and joints alike.
+    """
+    if usable_frames < 1:
+        raise StarError(f"{video}: no frame is shared by the video and its skeleton")
+    indices = clips.clip_indices(usable_frames, spec.frames, rng=rng)  # (T,)
+    joints_px = skeleton[indices]  # (T, P, J, 3) original pixels
+    geometry = clip_geometry(frame_size=frame_size, skeleton=joints_px, size=spec.size, crop=spec.crop)
+    frames = geometry.frames_to_input(read_frames(video, indices))  # (T, S, S, 3)
+    return Clip(frames=frames, joints=geometry.joints_to_input(joints_px), frame_indices=indices)
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Everything `star extract` is told; `fingerprint()` is the part that decides what the cached values are."""
+
+    dataset: str
+    root: Path
+    out: str  # a local path or an fsspec URL of the zarr store
+    index: Path | None = None  # default: <out's folder>/<dataset>-index.h5
+    benchmark: str | None = None  # only samples of this benchmark (train and test); None: every sample
+    frames: int = 16
+    size: int = 224
+    crop: str = "full"
+    weights: str = "kinetics400"  # "kinetics400", "random" or a state-dict path
+    heatmap_sigma: float = DEFAULT_HEATMAP_SIGMA
+    batch_size: int = 4
+    workers: int = 2  # decode threads per unit runner
+    unit_size: int = 16  # samples per work unit = per shard; fixed when the store is created
+    limit: int | None = None  # the first N indexed samples (after skips); None: all
+    quantize: bool = False  # opt-in 8-bit maps with per-channel scales
+    retry_failed: bool = False
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+
+    @property
+    def spec(self) -> ClipSpec:
+        return ClipSpec(frames=self.frames, size=self.size, crop=self.crop)
+
+    @property
+    def index_path(self) -> Path:
+        if self.index is not None:
+            return Path(self.index)
+        if "://" in self.out:
+            raise StarError("--out is a URL: give --index PATH for the local HDF5 annotation index")
+        return Path(self.out).resolve().parent / f"{self.dataset}-index.h5"
+
+    def check(self) -> None:
+        """One-line errors for options that cannot work, before anything is started."""
+        if self.dataset not in DATASETS:
+            raise StarError(f"Unknown dataset {self.dataset!r}: use one of {', '.join(DATASETS)}")
+        if not Path(self.root).exists():
+            raise StarError(f"Dataset root {self.root} does not exist")
+        if self.crop not in CROP_MODES:
+            raise StarError(f"Unknown crop mode {self.crop!r}: use one of {', '.join(CROP_MODES)}")
+        if self.frames < 2 or self.frames % 2:
+            raise StarError(f"--frames must be even and >= 2 (zigzag/binary attention split time in two), got "
+                            f"{self.frames}")
+        if self.size < 32 or self.size % 16:
+            raise StarError(f"--size must be a multiple of 16 and >= 32 (MC3-18 downsamples by 16), got {self.size}")
+        for name in ("batch_size", "workers", "unit_size"):
+            if getattr(self, name) < 1:
+                raise StarError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.limit is not None and self.limit < 1:
+            raise StarError(f"--limit must be >= 1, got {self.limit}")
+        if self.heatmap_sigma <= 0:
+            raise StarError(f"--heatmap-sigma must be > 0, got {self.heatmap_sigma}")
+
+
+def weights_id(weights: str) -> str:
+    """Name and checksum of the backbone weights, for the fingerprint (a file is hashed, not trusted by name)."""
+    if weights in ("kinetics400", "random"):
+        return {"kinetics400": "kinetics400:mc3_18-a90a0ba3", "random": "random:seed0"}[weights]
+    path = Path(weights)
+    if not path.is_file():
+        raise StarError(f"--weights {weights}: no such file; use kinetics400, random or a state-dict path")
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"file:{digest.hexdigest()[:16]}"
+
+
+def fingerprint(cfg: ExtractConfig, index: AnnotationIndex) -> dict:
+    """What determines the cached values; a store built with a different fingerprint is refused."""
+    return {
+        "dataset": cfg.dataset,
+        "backbone": "torchvision.mc3_18",
+        "weights": weights_id(cfg.weights),
+        "taps": {"local": "layer3", "global": "layer4"},
+        "frames": cfg.frames,
+        "input_size": cfg.size,
+        "crop": cfg.crop,
+        "frame_sampling": "uniform-segment-centres",
+        "heatmap_sigma": cfg.heatmap_sigma,
+        "decoder": f"opencv-{cv2.__version__}",
+        "dtype": "uint8" if cfg.quantize else "float16",
+        "extract_version": EXTRACT_VERSION,
+        "class_names": list(index.class_names),
+        "layout": {"name": index.layout.name, "joint_names": list(index.layout.joint_names),
+                   "flip_pairs": [list(p) for p in index.layout.flip_pairs]},
+    }
+
+
+@dataclass(frozen=True)
+class Plan:
+    units: list[int]  # pending work units of the cache
+    samples: int  # samples in the cache
+    pending: int
+    skipped: int  # on NTU's missing-skeleton list: not in the cache
+    index_summary: str
+
+
+def prepare(cfg: ExtractConfig) -> Plan:
+    """Refresh the index, create/open/grow the cache for the selected samples, and list the pending units.
+
+    Runs in the coordinating process only: zarr loses rows when two processes grow an array at once.
+    """
+    cfg.check()
+    report = build_index(cfg.dataset, Path(cfg.root), cfg.index_path)
+    index = AnnotationIndex(cfg.index_path)
+    status = np.asarray(index.status)
+    selected = status != LISTED_MISSING_SKELETON
+    skipped = int(np.sum(~selected))
+    if cfg.benchmark is not None:
+        if cfg.benchmark not in index.benchmarks:
+            raise StarError(f"Unknown benchmark {cfg.benchmark!r} for {cfg.dataset}: use one of "
+                            f"{', '.join(index.benchmarks)}")
+        selected &= index.split_mask(cfg.benchmark, "train") | index.split_mask(cfg.benchmark, "test")
+    rows = np.flatnonzero(selected)
+    if cfg.limit is not None:
+        rows = rows[: cfg.limit]
+    if rows.size == 0:
+        raise StarError(f"No samples to extract under {cfg.root} (dataset {cfg.dataset}); check --root and "
+                        "--benchmark")
+    splits = {f"{bench}-{part}": np.asarray(index.split_mask(bench, part))[rows]
+              for bench in index.benchmarks for part in ("train", "test")}
+    layout = CacheLayout.for_mc3_18(frames=cfg.frames, input_size=cfg.size, persons=index.persons,
+                                    joints=index.layout.num_joints)
+    cache = FeatureCache.create_or_open(
+        cfg.out, fingerprint=fingerprint(cfg, index), layout=layout,
+        sample_ids=np.asarray(index.sample_ids)[rows], labels=np.asarray(index.labels)[rows], splits=splits,
+        unit_size=cfg.unit_size, quantize=cfg.quantize)
+    pending = cache.pending(retry_failed=cfg.retry_failed)
+    return Plan(units=cache.pending_units(retry_failed=cfg.retry_failed), samples=len(cache),
+                pending=int(pending.size), skipped=skipped, index_summary=str(report))
+
+
+@dataclass(frozen=True)
+class UnitReport:
+    unit: int
+    done: int
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (sample_id, reason)
+    seconds: float = 0.0
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise StarError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    return torch.device(device)
+
+
+class UnitExtractor:
+    """Turns work units into cache rows; one per process (see `extractor_for`), shared by its threads."""
+
+    def __init__(self, cfg: ExtractConfig) -> None:
+        from model.backbone import MC18Backbone
+
+        self.cfg = cfg
+        self.index = AnnotationIndex(cfg.index_path)
+        self.cache = FeatureCache.open(cfg.out, mode="r+")
+        self.rows = {sample_id: row for row, sample_id in enumerate(self.index.sample_ids)}
+        self.device = resolve_device(cfg.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # "random" weights are the same in every process, so the fingerprint holds
+            backbone = MC18Backbone(weights=None if cfg.weights == "random" else cfg.weights, trainable=False)
+        self.backbone = backbone.to(self.device)
+        self._decoder = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="star-decode")
+        self._compute = threading.Lock()  # one backbone call at a time; other threads decode meanwhile
+
+    def run(self, unit: int) -> UnitReport:
+        started = time.perf_counter()
+        status = self.cache.status()
+        rows = [row for row in self.cache.unit_samples(unit)
+                if status[row] == 0 or (self.cfg.retry_failed and status[row] == 2)]
+        decoding = [self._decoder.submit(self._load, row) for row in rows]
+        results: dict[int, dict | str] = {}
+        batch: list[tuple[int, Clip]] = []
+        for row, future in zip(rows, decoding):
+            clip = future.result()  # a Clip, or the reason it failed
+            if isinstance(clip, str):
+                results[row] = clip
+            else:
+                batch.append((row, clip))
+            if len(batch) == self.cfg.batch_size:
+                results.update(self._features(batch))
+                batch = []
+        if batch:
+            results.update(self._features(batch))
+        self.cache.write_unit(unit, results)
+        failed = [(str(self.cache.sample_ids[row]), reason) for row, reason in results.items()
+                  if isinstance(reason, str)]
+        return UnitReport(unit=unit, done=len(results) - len(failed), failed=failed,
+                          seconds=time.perf_counter() - started)
+
+    def _load(self, row: int) -> Clip | str:
+        """The clip of cache row `row`, or why it cannot be used (recorded in the cache, never raised)."""
+        sample_id = str(self.cache.sample_ids[row])
+        i = self.rows.get(sample_id)
+        if i is None:
+            return "not in the annotation index any more"
+        if self.index.status[i] != OK:
+            record = self.index.record(i)
+            return f"{record.status}: {record.detail}" if record.detail else str(record.status)
+        try:
+            return load_clip(video=Path(self.index.video_paths[i]), skeleton=self.index.skeleton(i),
+                             usable_frames=int(self.index.usable_frames[i]),
+                             frame_size=(int(self.index.width[i]), int(self.index.height[i])), spec=self.cfg.spec)
+        except (StarError, cv2.error, OSError) as err:
+            return f"decode error: {err}"
+
+    def _features(self, batch: list[tuple[int, Clip]]) -> dict[int, dict]:
+        from model.tokens import joint_heatmaps, joints_to_cells
+
+        video = torch.from_numpy(np.stack([clip.frames for _, clip in batch]))  # (B, T, S, S, 3) uint8
+        video = video.permute(0, 1, 4, 2, 3).to(self.device)  # (B, T, 3, S, S)
+        joints_px = torch.from_numpy(np.stack([clip.joints for _, clip in batch]))  # (B, T, P, J, 3)
+        with self._compute, torch.inference_mode():
+            local, global_ = self.backbone(video)  # (B, T, 256, h', w'), (B, T, 512, h, w)
+        map_hw = tuple(local.shape[-2:])
+        joints = joints_to_cells(joints_px, input_hw=(self.cfg.size, self.cfg.size), map_hw=map_hw)
+        heatmaps = joint_heatmaps(joints.flatten(2, 3), size=map_hw, sigma=self.cfg.heatmap_sigma)  # (B, T, P*J, h', w')
+        local, global_, heatmaps = (x.half().cpu().numpy() for x in (local, global_, heatmaps))
+        joints = joints.cpu().numpy()
+        return {row: {"local": local[b], "global": global_[b], "heatmaps": heatmaps[b], "joints": joints[b]}
+                for b, (row, _) in enumerate(batch)}
+
+
+_EXTRACTOR_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def _extractor(cfg: ExtractConfig, index_version: tuple[int, int]) -> UnitExtractor:
+    return UnitExtractor(cfg)
+
+
+def extractor_for(cfg: ExtractConfig) -> UnitExtractor:
+    """The process's extractor for `cfg`: the backbone is loaded once per process, not once per unit.
+
+    Keyed by the index file's identity too: a rebuilt index (new samples) replaces the file, and the extractor must
+    not keep reading the old one.
+    """
+    stat = os.stat(cfg.index_path)
+    with _EXTRACTOR_LOCK:  # units start in several threads at once; build one extractor, and seed it alone
+        return _extractor(cfg, (stat.st_ino, stat.st_mtime_ns))
+
+
+def run_unit(cfg: ExtractConfig, unit: int) -> UnitReport:
+    return extractor_for(cfg).run(unit)
+
+
+@dataclass(frozen=True)
+class ExtractSummary:
+    out: str
+    samples: int
+    done: int
+    failed: int
+    pending: int
+    skipped: int
+    failures: list[tuple[str, str]]
+    seconds: float
+    clips_done_now: int
+
+    @property
+    def exit_code(self) -> int:
+        """0: every selected sample is in the cache; 3: some samples failed (see `failures`)."""
+        return EXIT_OK if self.failed == 0 and self.pending == 0 else EXIT_FAILED_SAMPLES
+
+    def format(self, *, max_failures: int = 10) -> str:
+        rate = self.clips_done_now / self.seconds if self.seconds > 0 else 0.0
+        lines = [f"cache {self.out}: {self.done} done, {self.failed} failed, {self.pending} pending of "
+                 f"{self.samples} samples ({self.skipped} skipped: on the official missing-skeleton list)",
+                 f"this run: {self.clips_done_now} clips in {self.seconds:.1f} s ({rate:.2f} clips/s)"]
+        for sample_id, reason in self.failures[:max_failures]:
+            lines.append(f"  failed {sample_id}: {reason}")
+        if len(self.failures) > max_failures:
+            lines.append(f"  ... and {len(self.failures) - max_failures} more (`star cache info {self.out}`)")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "exit_code": self.exit_code}
+
+
+def summarize(cfg: ExtractConfig, plan: Plan, reports: list[UnitReport], seconds: float) -> ExtractSummary:
+    info = FeatureCache.open(cfg.out).info()
+    return ExtractSummary(out=cfg.out, samples=info.samples, done=info.done, failed=info.failed,
+                          pending=info.pending, skipped=plan.skipped, failures=list(info.failures),
+                          seconds=seconds, clips_done_now=sum(r.done for r in reports))
+
+
+def extract(cfg: ExtractConfig) -> ExtractSummary:
+    """The whole stage in this process, without Prefect: what tests and benchmarks call."""
+    started = time.perf_counter()
+    plan = prepare(cfg)
+    reports = [run_unit(cfg, unit) for unit in plan.units]
+    return summarize(cfg, plan, reports, time.perf_counter() - started)

@@ -1,0 +1,78 @@
+"""Extraction against a real Prefect server on 127.0.0.1: on a real local Dask cluster (2 worker processes), and as a
+scheduled deployment served by `star schedule extract` and triggered with `prefect deployment run`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.cache import FeatureCache, SampleStatus
+from pipeline.synthetic import generate_ntu_dataset
+from prefect_server import PrefectServer
+
+STAR = [sys.executable, "-m", "cli"]
+COMMON = ["--dataset", "ntu120", "--frames", "4", "--size", "64", "--weights", "random", "--unit-size", "2"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    server = PrefectServer(tmp_path_factory.mktemp("prefect-home"))
+    yield server
+    server.stop()
+
+
+def done_count(out: Path) -> int:
+    return int(np.sum(FeatureCache.open(out).status() == SampleStatus.DONE))
+
+
+def test_dask_local_cluster_extracts_everything(server, tmp_path):
+    root = tmp_path / "ntu"
+    generate_ntu_dataset(root, samples_per_class=2, actions=(23, 27), subjects=(1,), cameras=(1, 2))
+    out = tmp_path / "cache.zarr"
+    result = subprocess.run([*STAR, "extract", *COMMON, "--root", str(root), "--out", str(out), "--dask-workers", "2"],
+                            env=server.env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert done_count(out) == 4
+
+
+def test_scheduled_deployment_extracts_new_samples(server, tmp_path):
+    root = tmp_path / "ntu"
+    generate_ntu_dataset(root, samples_per_class=1, actions=(23, 27), subjects=(1,), cameras=(1,))
+    out = tmp_path / "cache.zarr"
+    log = open(tmp_path / "serve.log", "wb")
+    serve = subprocess.Popen([*STAR, "schedule", "extract", *COMMON, "--root", str(root), "--out", str(out),
+                              "--cron", "0 3 * * *", "--name", "nightly-test"],
+                             env=server.env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        run = [sys.executable, "-m", "prefect", "deployment", "run", "star-extract/nightly-test", "--watch",
+               "--watch-timeout", "240"]
+        deadline = time.monotonic() + 90
+        while True:  # the deployment exists once the serve process has registered it
+            listed = subprocess.run([sys.executable, "-m", "prefect", "deployment", "ls"], env=server.env,
+                                    capture_output=True, text=True, timeout=60)
+            if "nightly-test" in listed.stdout or time.monotonic() > deadline or serve.poll() is not None:
+                break
+            time.sleep(1)
+        assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+        first = subprocess.run(run, env=server.env, capture_output=True, text=True, timeout=300)
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+        assert done_count(out) == 2
+        # New videos arrive; the next scheduled run extracts only them.
+        generate_ntu_dataset(root, samples_per_class=2, actions=(23, 27, 80), subjects=(1, 3), cameras=(1,))
+        before = FeatureCache.open(out).read(0)["local"]
+        second = subprocess.run(run, env=server.env, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+        assert done_count(out) == 6
+        assert np.array_equal(FeatureCache.open(out).read(0)["local"], before)
+    finally:
+        serve.terminate()
+        try:
+            serve.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+        log.close()
