@@ -194,7 +194,7 @@ def prepare(cfg: ExtractConfig) -> Plan:
         if cfg.benchmark not in index.benchmarks:
             raise StarError(f"Unknown benchmark {cfg.benchmark!r} for {cfg.dataset}: use one of "
                             f"{', '.join(index.benchmarks)}")
-        selected &= index.split_mask(cfg.benchmark, "train") | index.split_mask(cfg.benchmark, "test")
+        selected &= index.splits(cfg.benchmark) != ""
     rows = np.flatnonzero(selected)
     if cfg.limit is not None:
         rows = rows[: cfg.limit]
@@ -202,7 +202,7 @@ def prepare(cfg: ExtractConfig) -> Plan:
         raise StarError(f"No samples to extract under {cfg.root} (dataset {cfg.dataset}); check --root and "
                         "--benchmark")
     splits = {f"{bench}-{part}": np.asarray(index.split_mask(bench, part))[rows]
-              for bench in index.benchmarks for part in ("train", "test")}
+              for bench in index.benchmarks for part in sorted(set(index.splits(bench)) - {""})}
     layout = CacheLayout.for_mc3_18(frames=cfg.frames, input_size=cfg.size, persons=index.persons,
                                     joints=index.layout.num_joints)
     cache = FeatureCache.create_or_open(
