@@ -127,12 +127,17 @@ app.add_typer(cache_app, name="cache")
 
 @cache_app.command("info")
 def cache_info(path: Annotated[str, typer.Argument(help="The zarr store.")],
-               json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+               json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+               plot: Annotated[Optional[Path], typer.Option(help="Also draw the cache statistics into this PNG.")] = None) -> None:
     """Samples done/failed/pending, the fingerprint, size on disk and bytes per clip."""
     from pipeline.cache import FeatureCache
 
     info = FeatureCache.open(path).info()
     typer.echo(json.dumps(info.to_json(), indent=2) if json_output else info.format())
+    if plot is not None:
+        from pipeline.plots import cache_statistics, plot_cache_statistics
+
+        typer.echo(f"plot: {plot_cache_statistics(stats=cache_statistics(path), out=plot)}", err=json_output)
 
 
 schedule_app = typer.Typer(help="Serve scheduled runs on a Prefect server (PREFECT_API_URL).", no_args_is_help=True)
@@ -168,7 +173,7 @@ def train(
     from_cache: Annotated[Optional[str], _Opt("--from-cache", help="Feature cache written by `star extract`.")] = None,
     out: Annotated[Optional[str], _Opt(help="Run directory: config.json, metrics.jsonl, tensorboard/, last.pt, best.pt.")] = None,
     config: Annotated[Optional[Path], _Opt(help="TOML or JSON config file (TrainConfig fields and a model table); options override it.")] = None,
-    preset: Annotated[Optional[str], _Opt(help="paper (§4.1: SGD 2e-4, batch 4, 300 epochs) or small (AdamW 1e-3, cosine, 30 epochs).")] = None,
+    preset: Annotated[Optional[str], _Opt(help="paper (§4.1: SGD 2e-4, batch 4, 300 epochs) or small (AdamW 1e-3, cosine, 60 epochs).")] = None,
     resume: Annotated[bool, _Opt(help="Continue the run in --out from its last.pt, bit for bit on CPU.")] = False,
     epochs: Annotated[Optional[int], _Opt(help="Epochs (paper: 300).")] = None,
     batch_size: Annotated[Optional[int], _Opt(help="Global batch, split over torchrun processes (paper: 4).")] = None,
@@ -257,6 +262,63 @@ def predict(
 
     prediction = predict_video(video=video, pose=pose, checkpoint=checkpoint, top_k=top, weights=weights, device=device)
     typer.echo(json.dumps(prediction.to_dict(), indent=2) if json_output else prediction.format())
+
+
+# ---------------------------------------------------------------------------------------------------- explain, demo, bench
+
+
+@app.command()
+def explain(
+    video: Annotated[Path, typer.Argument(help="A video file or a folder of frames.")],
+    pose: Annotated[Path, _Opt(help="Its pose: NTU .skeleton, Penn Action .mat, or .npz/.json (original-frame pixels).")],
+    checkpoint: Annotated[Path, _Opt(help="A checkpoint of `star train` (the model to explain).")],
+    compare: Annotated[Optional[Path], _Opt(help="A second checkpoint drawn beside it, e.g. the FAttn-only (FF/FF) model of Fig. 6.")] = None,
+    out: Annotated[Optional[Path], _Opt(help="Output folder [default: <checkpoint folder>/explain-<video name>].")] = None,
+    weights: Annotated[str, _Opt(help="Backbone state-dict file, when the cache was extracted from one.")] = "",
+    device: Annotated[str, _Opt(help="auto, cpu or cuda[:N].")] = "auto",
+    json_output: Annotated[bool, _Opt("--json", help="Print the JSON only.")] = False,
+) -> None:
+    """Attention rollout per frame (paper Fig. 6): frame_importance.png (frames, skeletons, bars) and explain.json."""
+    from pipeline.explain import explain as explain_video
+
+    explanation = explain_video(video=video, pose=pose, checkpoint=checkpoint, compare=compare, out_dir=out, weights=weights, device=device)
+    typer.echo(json.dumps(explanation.to_dict(), indent=2) if json_output else explanation.format())
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path, _Opt(help="Where the dataset, cache, runs and report go; reused by the next run.")] = Path("star-demo"),
+    compare_fattn: Annotated[bool, _Opt("--compare-fattn", help="Also train the FAttn-only model (FF/FF) and draw both, as in Fig. 6.")] = False,
+    samples_per_class: Annotated[Optional[int], _Opt(hidden=True)] = None,
+    classes: Annotated[Optional[int], _Opt(hidden=True, help="Use the first N demo classes.")] = None,
+    epochs: Annotated[Optional[int], _Opt(hidden=True)] = None,
+    size: Annotated[Optional[int], _Opt(hidden=True)] = None,
+    frames: Annotated[Optional[int], _Opt(hidden=True)] = None,
+    frame_width: Annotated[Optional[int], _Opt(hidden=True, help="Width of the generated videos (height: 9/16 of it).")] = None,
+    device: Annotated[str, _Opt(help="auto, cpu or cuda[:N].")] = "auto",
+) -> None:
+    """Generate a dataset, extract (Prefect), train, evaluate and explain; write a report. README command #1."""
+    _quiet_prefect(False)
+    from rich.console import Console
+
+    from pipeline.demo import demo_config, run_demo, summary_table
+
+    config = demo_config(workdir=workdir, compare_fattn=compare_fattn, device=device, samples_per_class=samples_per_class,
+                         classes=classes, epochs=epochs, size=size, frames=frames, frame_width=frame_width)
+    console = Console()
+    result = run_demo(config, console=console)
+    console.print(summary_table(result))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(
+    ctx: typer.Context,
+    quick: Annotated[bool, _Opt("--quick", help="A short smoke run of every benchmark (minutes, not the reported figures).")] = False,
+) -> None:
+    """Run every benchmark in benchmarks/ and rewrite benchmarks/RESULTS.md (same as `python -m benchmarks`)."""
+    from benchmarks.__main__ import main as run_benchmarks
+
+    raise typer.Exit(run_benchmarks([*(["--quick"] if quick else []), *ctx.args]))
 
 
 if __name__ == "__main__":

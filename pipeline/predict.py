@@ -1,0 +1,120 @@
+"""Single-video prediction (issue 5, `star predict VIDEO --pose FILE --checkpoint CKPT`).
+
+decode → extract → run: the clip goes through exactly the path extraction uses (`pipeline.extract.load_clip`:
+uniform segment centres, the cache's crop/resize, joints mapped through the same transform), then the
+backbone that produced the training features (or the fine-tuned one of an end-to-end checkpoint) and
+STAR, all read from the checkpoint: class names, joint layout, clip geometry and backbone weights id.
+
+Pose files: an NTU `.skeleton` file, a Penn Action `.mat` label file, or the custom `.npz`/`.json` pose
+format of `pipeline/datasets/folder.py`, all in pixel coordinates of the original frames. A pose with
+fewer persons than the model is padded with missing persons, one with more keeps the first ones (the
+readers already order persons by relevance).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.clips import usable_frames
+from pipeline.datasets.folder import read_pose_file
+from pipeline.datasets.layouts import JointLayout, layout_from_spec
+from pipeline.datasets.ntu_skeleton import read_ntu_skeleton
+from pipeline.datasets.penn import read_penn_labels
+from pipeline.errors import StarError
+from pipeline.evaluate import load_trained_model, read_checkpoint
+from pipeline.extract import ClipSpec, load_clip, resolve_device
+from pipeline.video import probe_video
+
+POSE_SUFFIXES = (".skeleton", ".mat", ".npz", ".json")
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    class_id: int
+    class_name: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    video: str
+    pose: str
+    checkpoint: str
+    frame_indices: list[int]  # the T frames of the video the model saw
+    top: list[ClassScore]  # best first
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def format(self) -> str:
+        lines = [f"{self.video} (frames {', '.join(map(str, self.frame_indices))})"]
+        lines += [f"  {rank}. {score.class_name:<40} {score.probability:7.2%}" for rank, score in enumerate(self.top, start=1)]
+        return "\n".join(lines)
+
+
+def read_pose(path: str | os.PathLike, *, layout: JointLayout, persons: int) -> np.ndarray:
+    """(frames, persons, joints, 3) in original pixels from any supported pose file, fitted to the model's persons."""
+    path = Path(path)
+    if not path.is_file():
+        raise StarError(f"pose file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".skeleton":
+        skeleton = read_ntu_skeleton(path, persons=persons)
+    elif suffix == ".mat":
+        skeleton = read_penn_labels(path)[2]
+    elif suffix in (".npz", ".json"):
+        skeleton = read_pose_file(path, layout=layout, persons=persons)
+    else:
+        raise StarError(f"pose file {path}: use an NTU .skeleton, a Penn Action .mat or a .npz/.json pose file")
+    if skeleton.shape[2] != layout.num_joints:
+        raise StarError(f"pose file {path} has {skeleton.shape[2]} joints per person, but the model was trained on the {layout.num_joints}-joint layout {layout.name!r}")
+    fitted = np.zeros((skeleton.shape[0], persons, layout.num_joints, 3), dtype=np.float32)  # missing persons: confidence 0
+    kept = min(persons, skeleton.shape[1])
+    fitted[:, :kept] = skeleton[:, :kept]
+    return fitted
+
+
+@torch.no_grad()
+def predict(
+    *,
+    video: str | os.PathLike,
+    pose: str | os.PathLike,
+    checkpoint: str | os.PathLike,
+    top_k: int = 5,
+    weights: str = "",
+    device: str = "auto",
+) -> Prediction:
+    """Top-k classes with softmax probabilities for one video and its pose file."""
+    state = read_checkpoint(checkpoint)
+    fingerprint = state["fingerprint"]
+    model_cfg = state["model_config"]
+    layout = layout_from_spec(fingerprint["layout"], where=f"joint layout of {checkpoint}")
+    spec = ClipSpec(frames=int(fingerprint["frames"]), size=int(fingerprint["input_size"]), crop=str(fingerprint["crop"]))
+    skeleton = read_pose(pose, layout=layout, persons=int(model_cfg["persons"]))
+    info = probe_video(Path(video))
+    clip = load_clip(
+        video=Path(video), skeleton=skeleton, usable_frames=usable_frames(info.frames, skeleton.shape[0]),
+        frame_size=(info.width, info.height), spec=spec,
+    )
+    torch_device = resolve_device(device)
+    model = load_trained_model(state, video=True, weights=weights).to(torch_device)
+    batch = {
+        "video": torch.from_numpy(clip.frames).permute(0, 3, 1, 2)[None].to(torch_device),  # (1, T, 3, S, S)
+        "joints": torch.from_numpy(clip.joints.reshape(spec.frames, -1, 3))[None].to(torch_device),  # (1, T, P*J, 3)
+    }
+    probabilities = model(batch).float().softmax(dim=1)[0].cpu()
+    values, indices = probabilities.topk(min(top_k, probabilities.numel()))
+    class_names = list(state["class_names"])
+    return Prediction(
+        video=str(video),
+        pose=str(pose),
+        checkpoint=str(checkpoint),
+        frame_indices=[int(i) for i in clip.frame_indices],
+        top=[ClassScore(class_id=int(i), class_name=class_names[int(i)], probability=float(p)) for p, i in zip(values, indices)],
+    )

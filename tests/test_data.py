@@ -1,0 +1,281 @@
+"""CachedClips, VideoClips and the cache-valid augmentations (issue 5, "Data").
+
+`write_toy_cache` builds a small real zarr cache through `FeatureCache`'s own write API; the training,
+evaluation and DDP tests import it from here.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+from torchvision.models.video import mc3_18
+
+from model.star import ModelConfig, build_model
+from model.tokens import joint_heatmaps
+from pipeline.cache import CacheLayout, FeatureCache
+from pipeline.data import (
+    CachedClips,
+    ClipAugment,
+    VideoClips,
+    augment_maps,
+    augment_video,
+    cache_split_name,
+    default_index_path,
+    flip_maps,
+    frozen_backbone_from_fingerprint,
+    read_cache_meta,
+)
+from pipeline.datasets.layouts import layout_from_spec
+from pipeline.errors import StarError
+from pipeline.evaluate import ClipClassifier
+from pipeline.extract import ExtractConfig, extract, weights_id
+from pipeline.synthetic import generate_ntu_dataset
+
+TOY_LAYOUT = {"name": "toy5", "joint_names": ["head", "hand_l", "hand_r", "foot_l", "foot_r"], "flip_pairs": [[1, 2], [3, 4]]}
+TOY_CLASSES = [f"action {c}" for c in range(10)]  # the model sees 10 classes; the toy data uses 4 of them
+TOY_USED_CLASSES = (1, 4, 6, 9)
+TOY_BENCHMARK = "toy-xsub"
+
+
+def toy_fingerprint(**changes) -> dict:
+    return {
+        "dataset": "toy",
+        "backbone": "torchvision.mc3_18",
+        "weights": "random:seed0",
+        "frames": 4,
+        "input_size": 32,
+        "crop": "full",
+        "heatmap_sigma": 1.0,
+        "dtype": "float16",
+        "class_names": TOY_CLASSES,
+        "layout": TOY_LAYOUT,
+        **changes,
+    }
+
+
+def toy_sample(row: int, label: int, layout: CacheLayout, *, signal: float = 1.5) -> dict:
+    """ReLU-like maps with a class-specific block of channels raised, joints moving per class, real heatmaps."""
+    rng = np.random.default_rng(1000 + row)
+    shapes = layout.sample_shapes()
+    local = np.maximum(rng.normal(size=shapes["local"]), 0).astype(np.float32)
+    global_ = np.maximum(rng.normal(size=shapes["global"]), 0).astype(np.float32)
+    global_[:, 16 * label : 16 * label + 16] += signal
+    local[:, 8 * label : 8 * label + 8] += signal
+    frames, persons, joints = shapes["joints"][:3]
+    width = layout.local_shape[2]
+    xy = np.repeat(rng.uniform(0.5, width - 0.5, size=(1, persons, joints, 2)), frames, axis=0)  # (T, P, J, 2)
+    xy[..., 0] += 0.25 * (label % 3 - 1) * np.arange(frames)[:, None, None]  # class-dependent horizontal motion
+    xy = np.clip(xy, 0, width - 0.01)
+    confidence = np.ones((frames, persons, joints, 1))
+    confidence[0, 0, 0] = 0.0  # one missing joint, as real skeletons have
+    joints_arr = np.concatenate([xy, confidence], axis=-1).astype(np.float32)  # (T, P, J, 3)
+    heat = joint_heatmaps(torch.from_numpy(joints_arr.reshape(1, frames, persons * joints, 3)), size=layout.local_shape[1:], sigma=1.0)[0]
+    return {"local": local, "global": global_, "heatmaps": heat.numpy(), "joints": joints_arr}
+
+
+def write_toy_cache(path, *, n: int = 24, frames: int = 4, fingerprint: dict | None = None, failed=(), pending=(), signal: float = 1.5) -> FeatureCache:
+    """A real cache of `n` samples: every 4th block of 4 rows is test (all classes), the rest train; given rows failed or left pending."""
+    layout = CacheLayout.for_mc3_18(frames=frames, input_size=32, persons=1, joints=5)
+    labels = np.array([TOY_USED_CLASSES[row % len(TOY_USED_CLASSES)] for row in range(n)], dtype=np.int64)
+    test = np.arange(n) // 4 % 4 == 3
+    cache = FeatureCache.create_or_open(
+        path,
+        fingerprint=fingerprint or toy_fingerprint(frames=frames),
+        layout=layout,
+        sample_ids=[f"S001C001P{row:03d}R001A{int(labels[row]) + 1:03d}" for row in range(n)],
+        labels=labels,
+        splits={f"{TOY_BENCHMARK}-train": ~test, f"{TOY_BENCHMARK}-test": test},
+        unit_size=8,
+    )
+    for unit in range(cache.n_units):
+        results = {}
+        for row in cache.unit_samples(unit):
+            if row in pending:
+                continue
+            results[row] = f"corrupt video {row}" if row in failed else toy_sample(row, int(labels[row]), layout, signal=signal)
+        cache.write_unit(unit, results)
+    return cache
+
+
+def extract_video_cache(folder) -> str:
+    """Generated NTU-format videos (2 classes x 4 clips, subjects 1 = xsub train and 3 = xsub test), extracted for
+    real with a random-weight MC3-18 at T = 4, 32 x 32; the index lies next to the cache, where extraction puts it."""
+    root = folder / "ntu"
+    generate_ntu_dataset(root, samples_per_class=4, actions=(23, 27), subjects=(1, 3), cameras=(1, 2), frame_size=(96, 54))
+    out = folder / "cache.zarr"
+    summary = extract(ExtractConfig(dataset="ntu120", root=root, out=str(out), frames=4, size=32, weights="random", unit_size=4, batch_size=4, workers=1))
+    assert summary.exit_code == 0 and summary.done == 8
+    return str(out)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny shapes gain nothing from threads, and on a shared CPU extra threads only wait; one thread also
+    fixes the summation order, so in-process runs compare bit for bit with OMP_NUM_THREADS=1 subprocesses.
+    The other stage-2 test modules import this fixture (autouse applies wherever it is imported)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def toy_cache(tmp_path):
+    return write_toy_cache(tmp_path / "toy.zarr", failed=(2,), pending=(5, 7))
+
+
+def test_cached_clips_reads_only_done_samples_of_the_split(toy_cache):
+    train = CachedClips(path=toy_cache.path, split_name=f"{TOY_BENCHMARK}-train")
+    test = CachedClips(path=toy_cache.path, split_name=f"{TOY_BENCHMARK}-test")
+    assert 2 not in train.rows and 5 not in train.rows and 7 not in test.rows
+    assert sorted(train.rows.tolist() + test.rows.tolist()) == [r for r in range(24) if r not in (2, 5, 7)]
+    assert all(row // 4 % 4 == 3 for row in test.rows)
+    item = train[0]
+    assert item["local"].shape == (4, 256, 4, 4) and item["global"].shape == (4, 512, 2, 2)
+    assert item["heatmaps"].shape == (4, 5, 4, 4) and item["joints"].shape == (4, 5, 3)
+    assert item["local"].dtype == torch.float32 and item["label"].dtype == torch.int64
+    stored = toy_cache.read(int(train.rows[0]))
+    assert torch.equal(item["global"], torch.from_numpy(stored["global"]))
+    assert int(item["label"]) == stored["label"]
+
+
+def test_cached_clips_pickles_without_a_store_and_loads_in_worker_processes(toy_cache):
+    dataset = CachedClips(path=toy_cache.path, split_name=f"{TOY_BENCHMARK}-train")
+    dataset[0]  # opens the store in this process
+    copy = pickle.loads(pickle.dumps(dataset))
+    assert dataset._cache is not None and copy._cache is None  # the store handle stays behind, the path travels
+    loader = DataLoader(dataset, batch_size=4, num_workers=2)
+    labels = torch.cat([batch["label"] for batch in loader])
+    assert labels.tolist() == dataset.labels.tolist()
+
+
+def test_split_names_and_errors(toy_cache, tmp_path):
+    assert cache_split_name(toy_cache, benchmark="", split="train") == f"{TOY_BENCHMARK}-train"
+    assert cache_split_name(toy_cache, benchmark=TOY_BENCHMARK, split="test") == f"{TOY_BENCHMARK}-test"
+    with pytest.raises(StarError, match="no split 'val'"):
+        cache_split_name(toy_cache, benchmark="", split="val")
+    with pytest.raises(StarError, match="No feature cache"):
+        read_cache_meta(tmp_path / "nowhere.zarr")
+    meta = read_cache_meta(toy_cache.path)
+    assert meta.class_names == TOY_CLASSES and meta.layout.name == "toy5" and (meta.persons, meta.joints) == (1, 5)
+    assert (meta.clip_spec.frames, meta.clip_spec.size, meta.clip_spec.crop) == (4, 32, "full")
+
+
+def test_flip_keeps_joints_on_their_heatmap_peaks_and_swaps_sides(toy_cache):
+    layout = layout_from_spec(TOY_LAYOUT, where="test")
+    sample = toy_cache.read(0)
+    flipped = flip_maps(sample, flip_permutation=layout.flip_permutation())
+    # The heatmaps of the flipped joints, drawn from scratch, equal the mirrored cached heatmaps.
+    joints = torch.from_numpy(flipped["joints"].reshape(4, 5, 3))[None]
+    redrawn = joint_heatmaps(joints, size=(4, 4), sigma=1.0)[0].numpy()
+    np.testing.assert_allclose(flipped["heatmaps"], redrawn, atol=2e-3)  # float16 storage
+    # Left hand of the flipped clip is the mirrored right hand of the original.
+    original_right = sample["joints"][:, 0, 2]
+    assert np.allclose(flipped["joints"][:, 0, 1, 0], 4 - original_right[:, 0])
+    assert np.array_equal(flipped["local"], sample["local"][..., ::-1])
+    assert np.array_equal(flipped["global"][..., 0], sample["global"][..., -1])
+    # A missing joint stays missing, untouched.
+    assert flipped["joints"][0, 0, 0, 2] == 0 and flipped["joints"][0, 0, 0, 0] == sample["joints"][0, 0, 0, 0]
+    twice = flip_maps(flipped, flip_permutation=layout.flip_permutation())
+    for key in ("local", "global", "heatmaps", "joints"):
+        np.testing.assert_allclose(twice[key], sample[key], atol=1e-6)
+
+
+def test_joint_dropout_hides_joints_and_their_heatmaps(toy_cache):
+    sample = toy_cache.read(0)
+    augmented = augment_maps(sample, augment=ClipAugment(joint_dropout=0.5), flip_permutation=None, rng=np.random.default_rng(3))
+    hidden = augmented["joints"][..., 2] == 0  # (T, P, J)
+    newly_hidden = hidden & (sample["joints"][..., 2] > 0)
+    assert 0 < newly_hidden.sum() < hidden.size
+    channels = hidden.reshape(4, 5)
+    assert np.all(augmented["heatmaps"][channels] == 0)
+    visible = ~channels
+    assert np.array_equal(augmented["heatmaps"][visible], sample["heatmaps"][visible])
+    assert np.array_equal(augmented["local"], sample["local"])
+
+
+def test_augmentation_depends_only_on_seed_epoch_and_row(toy_cache):
+    layout = layout_from_spec(TOY_LAYOUT, where="test")
+    augment = ClipAugment(hflip=0.5, joint_dropout=0.2)
+    a = CachedClips(path=toy_cache.path, split_name=f"{TOY_BENCHMARK}-train", augment=augment, layout=layout, seed=7)
+    b = CachedClips(path=toy_cache.path, split_name=f"{TOY_BENCHMARK}-train", augment=augment, layout=layout, seed=7)
+    plain = CachedClips(path=toy_cache.path, split_name=f"{TOY_BENCHMARK}-train")
+    for epoch in (0, 1):
+        a.set_epoch(epoch)
+        b.set_epoch(epoch)
+        for i in (0, 3):
+            assert torch.equal(a[i]["joints"], b[i]["joints"]) and torch.equal(a[i]["global"], b[i]["global"])
+    changed = sum(not torch.equal(a[i]["joints"], plain[i]["joints"]) for i in range(len(a)))
+    assert changed == len(a)  # joint dropout at 0.2 over 20 joints touches every clip
+    a.set_epoch(0)
+    first = [a[i]["global"] for i in range(len(a))]
+    a.set_epoch(1)
+    assert any(not torch.equal(x, a[i]["global"]) for i, x in enumerate(first))  # flips differ between epochs
+    with pytest.raises(StarError, match="hflip needs the joint layout"):
+        augment_maps(toy_cache.read(0), augment=ClipAugment(hflip=1.0), flip_permutation=None, rng=np.random.default_rng(0))
+
+
+def test_video_flip_mirrors_pixels_and_joints():
+    layout = layout_from_spec(TOY_LAYOUT, where="test")
+    frames = np.zeros((2, 32, 32, 3), dtype=np.uint8)
+    frames[:, 10, 3] = 255  # a bright pixel at x = 3, y = 10
+    joints = np.zeros((2, 1, 5, 3), dtype=np.float32)
+    joints[:, 0, 1] = (3.0, 10.0, 1.0)  # left hand on the bright pixel
+    out_frames, out_joints = augment_video(frames, joints, augment=ClipAugment(hflip=1.0), flip_permutation=layout.flip_permutation(), rng=np.random.default_rng(0))
+    assert out_frames[0, 10, 28].max() == 255  # 32 - 1 - 3
+    assert tuple(out_joints[0, 0, 2]) == (28.0, 10.0, 1.0)  # now the right hand, on the mirrored pixel
+    assert out_joints[0, 0, 1, 2] == 0  # the (missing) right hand became the missing left hand
+
+
+def test_video_clips_reproduce_the_cached_clip(tmp_path):
+    """Without jitter, decoding + the rebuilt extraction backbone give the cached maps (float16 storage aside)
+    and the same logits: the two data paths agree."""
+    meta = read_cache_meta(extract_video_cache(tmp_path))
+    cached = CachedClips(path=meta.path, split_name="ntu120-xsub-train")
+    index = default_index_path(cache_path=meta.path, dataset="ntu120")
+    video = VideoClips(index_path=index, sample_ids=cached.sample_ids, spec=meta.clip_spec)
+    assert len(video) == len(cached) == 4 and video.labels.tolist() == cached.labels.tolist()
+    backbone = frozen_backbone_from_fingerprint(meta.fingerprint)
+    star = build_model(ModelConfig(num_classes=len(meta.class_names), persons=meta.persons, joints=meta.joints, dim=32, depth=1, heads=2))
+    model = ClipClassifier(star=star, backbone=backbone).eval()
+    for i in range(len(video)):
+        from_cache, from_video = cached[i], video[i]
+        assert from_video["video"].shape == (4, 3, 32, 32) and from_video["video"].dtype == torch.uint8
+        with torch.no_grad():
+            local, global_, heatmaps, joints = star.inputs_from_video(from_video["video"][None], from_video["joints"][None], backbone=backbone)
+            logits_cache = model({k: v[None] for k, v in from_cache.items()})
+            logits_video = model({k: v[None] for k, v in from_video.items()})
+        torch.testing.assert_close(local[0], from_cache["local"], atol=2e-3, rtol=2e-3)
+        torch.testing.assert_close(global_[0], from_cache["global"], atol=2e-3, rtol=2e-3)
+        torch.testing.assert_close(heatmaps[0], from_cache["heatmaps"], atol=1e-3, rtol=0)
+        torch.testing.assert_close(joints[0], from_cache["joints"])
+        torch.testing.assert_close(logits_video, logits_cache, atol=1e-4, rtol=1e-4)
+
+    jittered = VideoClips(index_path=index, sample_ids=cached.sample_ids, spec=meta.clip_spec, jitter=True, seed=1)
+    draws = set()
+    for epoch in range(4):
+        jittered.set_epoch(epoch)
+        draws.add(tuple(jittered[0]["video"].float().mean(dim=(1, 2, 3)).tolist()))  # one brightness per frame
+    assert len(draws) > 1  # temporal jitter picks other frames in other epochs
+    with pytest.raises(StarError, match="not in the annotation index"):
+        VideoClips(index_path=index, sample_ids=["S999C001P001R001A001"], spec=meta.clip_spec)
+
+
+def test_backbone_from_a_weights_file_needs_that_file(tmp_path):
+    path = tmp_path / "mc3_18.pth"
+    torch.manual_seed(5)
+    torch.save(mc3_18().state_dict(), path)
+    fingerprint = {"weights": weights_id(str(path))}
+    with pytest.raises(StarError, match="pass that state-dict file with --weights"):
+        frozen_backbone_from_fingerprint(fingerprint)
+    other = tmp_path / "other.pth"
+    other.write_bytes(b"not the same file")
+    with pytest.raises(StarError, match="is not the backbone weights file of the cache"):
+        frozen_backbone_from_fingerprint(fingerprint, weights=str(other))
+    backbone = frozen_backbone_from_fingerprint(fingerprint, weights=str(path))
+    assert torch.equal(backbone.layer4[0].conv1[0].weight, torch.load(path, weights_only=True)["layer4.0.conv1.0.weight"])
+    assert not backbone.training and not any(p.requires_grad for p in backbone.parameters())
