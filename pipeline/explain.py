@@ -1,0 +1,154 @@
+"""Relative frame importance of one clip by attention rollout (paper §4.3, Fig. 6): `star explain`.
+
+decode → extract → run → roll out: the clip goes through the path of `star predict` (`pipeline.extract.load_clip`
+with the checkpoint's frames, size and crop; the backbone that made the training features, rebuilt from the
+checkpoint's fingerprint; `STAR.inputs_from_video`), then `model.rollout.attention_rollout` gives T scores that sum
+to 1. The same inputs give the class probabilities, so the JSON says what the model predicted beside why.
+
+`compare` adds a second checkpoint, typically the FAttn-only model (Table 4's FF/FF), to draw the two side by side
+as in Fig. 6 (a) vs. (b)/(c). Both models must have been trained on features of the same extraction settings
+(fingerprint): they then see exactly the same T frames, decoded once, and one backbone pass serves both.
+
+Outputs in `out_dir`: `explain.json` (scores per model, top classes, frame indices) and `frame_importance.png`
+(the frames with their skeletons drawn, and one bar chart per model). The strip shows the original frames at the
+sampled indices with the pose file's joints, not the S x S network input, so the aspect ratio is the video's own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.rollout import attention_rollout
+from pipeline.clips import usable_frames
+from pipeline.datasets.layouts import layout_from_spec
+from pipeline.errors import StarError
+from pipeline.evaluate import fingerprint_differences, load_trained_model, read_checkpoint
+from pipeline.extract import ClipSpec, load_clip, resolve_device
+from pipeline.plots import ImportanceSeries, plot_frame_importance
+from pipeline.predict import ClassScore, read_pose
+from pipeline.video import probe_video, read_frames
+
+JSON_NAME = "explain.json"
+PNG_NAME = "frame_importance.png"
+
+
+@dataclass(frozen=True)
+class ModelImportance:
+    """One checkpoint's view of the clip: the rollout scores per input frame and its top classes."""
+
+    checkpoint: str
+    attention: str  # "encoder/decoder" layer kinds, e.g. "FZ/FB" (STAR) or "FF/FF" (FAttn only)
+    label: str  # how the figure names the model
+    scores: list[float]  # (T,), sum 1
+    top: list[ClassScore]  # best first
+
+
+@dataclass(frozen=True)
+class Explanation:
+    video: str
+    pose: str
+    frame_indices: list[int]  # the T frames of the video the models saw
+    models: list[ModelImportance]
+    files: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def format(self) -> str:
+        lines = [f"{self.video}: relative frame importance over the {len(self.frame_indices)} input frames "
+                 f"(video frames {', '.join(map(str, self.frame_indices))})"]
+        for model in self.models:
+            order = np.argsort(-np.asarray(model.scores), kind="stable")[:3]
+            best = model.top[0]
+            lines.append(f"  {model.label}: predicts {best.class_name} ({best.probability:.1%}); top-3 frames "
+                         + ", ".join(f"{t + 1} (#{self.frame_indices[t]}, {model.scores[t]:.3f})" for t in order))
+            lines.append("    scores " + " ".join(f"{score:.3f}" for score in model.scores))
+        lines += [f"  {name}: {path}" for name, path in self.files.items()]
+        return "\n".join(lines)
+
+
+def model_label(model_config: dict[str, Any]) -> tuple[str, str]:
+    """("FZ/FB", "STAR (FZ/FB)") or ("FF/FF", "FAttn only (FF/FF)") from a checkpoint's model config."""
+    attention = f"{model_config['encoder']}/{model_config['decoder']}"
+    if attention == "FF/FF":
+        return attention, "FAttn only (FF/FF)"
+    return attention, f"STAR ({attention})"
+
+
+@torch.no_grad()
+def explain(
+    *,
+    video: str | os.PathLike,
+    pose: str | os.PathLike,
+    checkpoint: str | os.PathLike,
+    compare: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike | None = None,
+    top_k: int = 5,
+    weights: str = "",
+    device: str = "auto",
+    title: str = "",
+) -> Explanation:
+    """Attention rollout per frame for one video and its pose file; writes explain.json and frame_importance.png.
+
+    out_dir defaults to <checkpoint folder>/explain-<video name>. With `compare`, the compared checkpoint is drawn
+    first (as FAttn in Fig. 6 (a)) and `checkpoint` below it.
+    """
+    states = [read_checkpoint(checkpoint)]
+    paths = [str(checkpoint)]
+    if compare is not None:
+        other = read_checkpoint(compare)
+        differing = fingerprint_differences(states[0]["fingerprint"], other["fingerprint"])
+        if differing:
+            raise StarError(f"--compare {compare} was trained on features extracted differently from {checkpoint} "
+                            f"({', '.join(differing)} differ): compare models trained on the same feature cache")
+        states.insert(0, other)
+        paths.insert(0, str(compare))
+    fingerprint, model_cfg = states[-1]["fingerprint"], states[-1]["model_config"]
+    layout = layout_from_spec(fingerprint["layout"], where=f"joint layout of {checkpoint}")
+    spec = ClipSpec(frames=int(fingerprint["frames"]), size=int(fingerprint["input_size"]), crop=str(fingerprint["crop"]))
+    skeleton = read_pose(pose, layout=layout, persons=int(model_cfg["persons"]))  # (frames, P, J, 3) original pixels
+    info = probe_video(Path(video))
+    clip = load_clip(video=Path(video), skeleton=skeleton, usable_frames=usable_frames(info.frames, skeleton.shape[0]),
+                     frame_size=(info.width, info.height), spec=spec)
+    torch_device = resolve_device(device)
+    video_batch = torch.from_numpy(clip.frames).permute(0, 3, 1, 2)[None].to(torch_device)  # (1, T, 3, S, S)
+    joints_batch = torch.from_numpy(clip.joints.reshape(spec.frames, -1, 3))[None].to(torch_device)  # (1, T, P*J, 3)
+
+    models = []
+    inputs = None
+    for state, path in zip(states, paths):
+        classifier = load_trained_model(state, video=True, weights=weights).to(torch_device)
+        if inputs is None or state.get("stage") == "end_to_end":
+            # A frozen backbone is the same for every model of this fingerprint; a fine-tuned one is the model's own.
+            inputs = classifier.star.inputs_from_video(video_batch, joints_batch, backbone=classifier.backbone)
+        scores = attention_rollout(classifier.star, *inputs)[0].cpu()  # (T,)
+        probabilities = classifier.star(*inputs).float().softmax(dim=1)[0].cpu()
+        values, indices = probabilities.topk(min(top_k, probabilities.numel()))
+        names = list(state["class_names"])
+        attention, label = model_label(state["model_config"])
+        models.append(ModelImportance(
+            checkpoint=path, attention=attention, label=label, scores=[float(s) for s in scores],
+            top=[ClassScore(class_id=int(i), class_name=names[int(i)], probability=float(p)) for p, i in zip(values, indices)],
+        ))
+
+    out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"explain-{Path(video).stem}"
+    out.mkdir(parents=True, exist_ok=True)
+    original = read_frames(Path(video), clip.frame_indices)  # (T, H, W, 3) RGB, for the strip
+    png = plot_frame_importance(
+        frames=original, joints=skeleton[clip.frame_indices], bones=layout.bones, frame_indices=clip.frame_indices.tolist(),
+        series=[ImportanceSeries(label=m.label, scores=m.scores, note=f"predicts {m.top[0].class_name} ({m.top[0].probability:.0%})") for m in models],
+        out=out / PNG_NAME, title=title or f"relative frame importance (attention rollout): {Path(video).name}",
+    )
+    explanation = Explanation(video=str(video), pose=str(pose), frame_indices=[int(i) for i in clip.frame_indices],
+                              models=models, files={"json": str(out / JSON_NAME), "png": str(png)})
+    tmp = out / (JSON_NAME + ".tmp")
+    tmp.write_text(json.dumps(explanation.to_dict(), indent=2) + "\n")
+    os.replace(tmp, out / JSON_NAME)
+    return explanation
