@@ -11,7 +11,8 @@ as in Fig. 6 (a) vs. (b)/(c). Both models must have been trained on features of 
 
 Outputs in `out_dir`: `explain.json` (scores per model, top classes, frame indices) and `frame_importance.png`
 (the frames with their skeletons drawn, and one bar chart per model). The strip shows the original frames at the
-sampled indices with the pose file's joints, not the S x S network input, so the aspect ratio is the video's own.
+sampled indices with the pose file's joints, zoomed to the skeletons (`pipeline.plots.skeleton_box`), not the S x S
+network input, so proportions are the video's own.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ import torch
 
 from model.rollout import attention_rollout
 from pipeline.clips import usable_frames
-from pipeline.datasets.layouts import layout_from_spec
+from pipeline.datasets.layouts import BUILTIN_LAYOUTS, JointLayout, layout_from_spec
 from pipeline.errors import StarError
 from pipeline.evaluate import fingerprint_differences, load_trained_model, read_checkpoint
 from pipeline.extract import ClipSpec, load_clip, resolve_device
-from pipeline.plots import ImportanceSeries, plot_frame_importance
+from pipeline.plots import ImportanceSeries, plot_frame_importance, skeleton_box
 from pipeline.predict import ClassScore, read_pose
 from pipeline.video import probe_video, read_frames
 
@@ -72,6 +73,14 @@ class Explanation:
             lines.append("    scores " + " ".join(f"{score:.3f}" for score in model.scores))
         lines += [f"  {name}: {path}" for name, path in self.files.items()]
         return "\n".join(lines)
+
+
+def drawing_bones(layout: JointLayout) -> tuple[tuple[int, int], ...]:
+    """The layout's bones; cache fingerprints keep only names and flip pairs, so built-in layouts supply theirs."""
+    if layout.bones:
+        return layout.bones
+    builtin = BUILTIN_LAYOUTS.get(layout.name)
+    return builtin.bones if builtin is not None and builtin.joint_names == layout.joint_names else ()
 
 
 def model_label(model_config: dict[str, Any]) -> tuple[str, str]:
@@ -141,8 +150,10 @@ def explain(
     out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"explain-{Path(video).stem}"
     out.mkdir(parents=True, exist_ok=True)
     original = read_frames(Path(video), clip.frame_indices)  # (T, H, W, 3) RGB, for the strip
+    joints_px = skeleton[clip.frame_indices]  # (T, P, J, 3) original pixels
     png = plot_frame_importance(
-        frames=original, joints=skeleton[clip.frame_indices], bones=layout.bones, frame_indices=clip.frame_indices.tolist(),
+        frames=original, joints=joints_px, bones=drawing_bones(layout), frame_indices=clip.frame_indices.tolist(),
+        box=skeleton_box(joints_px, width=info.width, height=info.height),
         series=[ImportanceSeries(label=m.label, scores=m.scores, note=f"predicts {m.top[0].class_name} ({m.top[0].probability:.0%})") for m in models],
         out=out / PNG_NAME, title=title or f"relative frame importance (attention rollout): {Path(video).name}",
     )

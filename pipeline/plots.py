@@ -26,6 +26,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: servers and CI have no display
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen before pyplot is imported)
+from matplotlib import patheffects  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
@@ -206,6 +207,27 @@ def _frame_importance_inches(*, frames: int, series: int, aspect: float) -> tupl
     return width, TITLE_INCHES + strip + BARS_INCHES * series
 
 
+def skeleton_box(joints: np.ndarray, *, width: int, height: int, margin: float = 0.15) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1) around every confident joint of a clip (T, P, J, 3), enlarged by `margin` of its longer side
+    on each side and kept inside the W x H frame; the whole frame when no joint is confident.
+
+    The frame strip of `plot_frame_importance` zooms to it: NTU actors fill a small part of the frame.
+    """
+    frame = (-0.5, -0.5, width - 0.5, height - 0.5)
+    confident = joints[..., 2] > 0
+    if not confident.any():
+        return frame
+    xs, ys = joints[..., 0][confident], joints[..., 1][confident]
+    pad = margin * max(xs.max() - xs.min(), ys.max() - ys.min(), 1.0)
+    return (max(frame[0], xs.min() - pad), max(frame[1], ys.min() - pad), min(frame[2], xs.max() + pad), min(frame[3], ys.max() + pad))
+
+
+def box_aspect(box: tuple[float, float, float, float]) -> float:
+    """Height / width of a box, limited to [0.4, 2.5] so that thumbnails stay readable."""
+    x0, y0, x1, y1 = box
+    return float(np.clip((y1 - y0) / max(x1 - x0, 1e-6), 0.4, 2.5))
+
+
 def plot_frame_importance(
     *,
     frames: np.ndarray,
@@ -215,11 +237,14 @@ def plot_frame_importance(
     frame_indices: Sequence[int],
     out: str | os.PathLike,
     title: str = "",
+    box: tuple[float, float, float, float] | None = None,
 ) -> Path:
     """Fig. 6: the T sampled frames with skeletons, and one aligned bar chart of frame importance per model.
 
     frames (T, H, W, 3) uint8 RGB; joints (T, P, J, 3) as (x, y, confidence) in pixels of those frames (pixel
-    centres at integers); a joint with confidence <= 0 is not drawn, nor are its bones.
+    centres at integers); a joint with confidence <= 0 is not drawn, nor are its bones. `box` (x0, y0, x1, y1), e.g.
+    `skeleton_box(...)`, is the part of the frames shown; default: the whole frame. The figure's size is
+    `frame_importance_size(frames=T, series=len(series), aspect=box_aspect(box))`.
     """
     frames = np.asarray(frames)
     joints = np.asarray(joints, dtype=np.float64)
@@ -233,7 +258,9 @@ def plot_frame_importance(
     for item in series:
         if len(item.scores) != count:
             raise StarError(f"{item.label}: {len(item.scores)} scores for {count} frames")
-    aspect = frames.shape[1] / frames.shape[2]
+    if box is None:
+        box = (-0.5, -0.5, frames.shape[2] - 0.5, frames.shape[1] - 0.5)
+    aspect = box_aspect(box)
     width, height = _frame_importance_inches(frames=count, series=len(series), aspect=aspect)
     fig = plt.figure(figsize=_figsize(frame_importance_size(frames=count, series=len(series), aspect=aspect)))
     strip = width * 0.93 / count * aspect + 0.3
@@ -243,10 +270,10 @@ def plot_frame_importance(
     uniform = 1.0 / count
     for t in range(count):
         ax = fig.add_subplot(grid[0, t])
-        ax.imshow(frames[t])
+        ax.imshow(frames[t])  # equal aspect: the cell is sized for the box, so the frame is never stretched
         _draw_skeletons(ax, joints[t], bones)
-        ax.set_xlim(-0.5, frames.shape[2] - 0.5)
-        ax.set_ylim(frames.shape[1] - 0.5, -0.5)
+        ax.set_xlim(box[0], box[2])
+        ax.set_ylim(box[3], box[1])
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(f"{t + 1}: #{frame_indices[t]}", fontsize=7, pad=2)
@@ -278,9 +305,11 @@ def _draw_skeletons(ax: plt.Axes, joints: np.ndarray, bones: Sequence[tuple[int,
         if not visible.any():
             continue
         colour = PERSON_COLOURS[person % len(PERSON_COLOURS)]
+        outline = [patheffects.withStroke(linewidth=3.2, foreground="black")]  # visible on any clothing or background
         for a, b in bones:
             if visible[a] and visible[b]:
-                ax.plot(points[[a, b], 0], points[[a, b], 1], color=colour, linewidth=1.2, solid_capstyle="round")
+                ax.plot(points[[a, b], 0], points[[a, b], 1], color=colour, linewidth=1.6, solid_capstyle="round",
+                        path_effects=outline)
         ax.scatter(points[visible, 0], points[visible, 1], s=4, color=colour, edgecolors="black", linewidths=0.3, zorder=3)
 
 

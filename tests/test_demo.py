@@ -17,7 +17,9 @@ from typer.testing import CliRunner
 from cli import app
 from pipeline.demo import demo_config, split_subjects
 from pipeline.errors import StarError
-from pipeline.plots import frame_importance_size, per_class_accuracy_size, training_curves_size
+from pipeline.datasets.layouts import NTU25
+from pipeline.plots import box_aspect, frame_importance_size, per_class_accuracy_size, skeleton_box, training_curves_size
+from pipeline.predict import read_pose
 
 TINY = ["--samples-per-class", "3", "--classes", "3", "--epochs", "2", "--size", "32", "--frames", "4", "--frame-width", "96"]
 REPORT_FILES = ("metrics.json", "report.md", "report.json", "confusion.csv", "confusion.png", "per_class.csv",
@@ -78,7 +80,9 @@ def test_demo_writes_the_whole_report(demo_runs):
 
     read_png(report / "training_curves.png", training_curves_size())
     read_png(report / "per_class_accuracy.png", per_class_accuracy_size(len(evaluation["per_class"])))
-    read_png(report / "frame_importance.png", frame_importance_size(frames=4, series=1, aspect=54 / 96))
+    joints = read_pose(explanation["pose"], layout=NTU25, persons=2)[explanation["frame_indices"]]
+    aspect = box_aspect(skeleton_box(joints, width=96, height=54))
+    read_png(report / "frame_importance.png", frame_importance_size(frames=4, series=1, aspect=aspect))
     read_png(report / "confusion.png")
 
     text = (report / "report.md").read_text()

@@ -18,11 +18,12 @@ from typer.testing import CliRunner
 from cli import app
 from model.rollout import attention_rollout
 from pipeline.clips import usable_frames
-from pipeline.datasets.layouts import NTU25
+from pipeline.datasets.layouts import NTU25, layout_from_spec
 from pipeline.evaluate import load_trained_model, read_checkpoint
+from pipeline.explain import drawing_bones
 from pipeline.extract import ClipSpec, load_clip
 from pipeline.index import AnnotationIndex
-from pipeline.plots import frame_importance_size
+from pipeline.plots import box_aspect, frame_importance_size, skeleton_box
 from pipeline.predict import read_pose
 from pipeline.train import resolve_config, train
 from pipeline.video import probe_video
@@ -68,6 +69,13 @@ def trained(tmp_path_factory):
     return {"folder": folder, "video": video, "pose": pose, **checkpoints}
 
 
+def strip_aspect(video: Path, pose: Path, frame_indices) -> float:
+    """Height / width of the frame strip: the box around the clip's skeletons."""
+    info = probe_video(video)
+    joints = read_pose(pose, layout=NTU25, persons=2)[np.asarray(frame_indices)]
+    return box_aspect(skeleton_box(joints, width=info.width, height=info.height))
+
+
 def rollout_directly(checkpoint: Path, video: Path, pose: Path) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """Scores (T,), class probabilities and frame indices, built here from the public pieces, not by explain."""
     state = read_checkpoint(checkpoint)
@@ -106,8 +114,8 @@ def test_explain_cli_json_matches_the_model(trained, tmp_path):
     np.testing.assert_allclose([c["probability"] for c in model["top"]], top.values.numpy(), rtol=1e-5)
 
     image = matplotlib.image.imread(out / "frame_importance.png")
-    info = probe_video(trained["video"])
-    width, height = frame_importance_size(frames=len(frame_indices), series=1, aspect=info.height / info.width)
+    aspect = strip_aspect(trained["video"], trained["pose"], frame_indices)
+    width, height = frame_importance_size(frames=len(frame_indices), series=1, aspect=aspect)
     assert image.shape == (height, width, 4)
     assert image[..., :3].std() > 0.05
 
@@ -124,9 +132,18 @@ def test_explain_side_by_side_with_the_fattn_only_model(trained, tmp_path):
         scores, _, _ = rollout_directly(checkpoint, trained["video"], trained["pose"])
         np.testing.assert_allclose(model["scores"], scores.numpy(), rtol=1e-5, atol=1e-7)
     assert not np.allclose(report["models"][0]["scores"], report["models"][1]["scores"])
-    info = probe_video(trained["video"])
-    width, height = frame_importance_size(frames=len(report["frame_indices"]), series=2, aspect=info.height / info.width)
+    aspect = strip_aspect(trained["video"], trained["pose"], report["frame_indices"])
+    width, height = frame_importance_size(frames=len(report["frame_indices"]), series=2, aspect=aspect)
     assert matplotlib.image.imread(out / "frame_importance.png").shape == (height, width, 4)
+
+
+def test_skeletons_are_drawn_with_their_bones(trained):
+    # A cache fingerprint stores the layout without bones; the built-in layout of that name supplies them.
+    fingerprint_layout = read_checkpoint(trained["star"])["fingerprint"]["layout"]
+    assert "bones" not in fingerprint_layout or not fingerprint_layout["bones"]
+    assert drawing_bones(layout_from_spec(fingerprint_layout, where="test")) == NTU25.bones
+    renamed = layout_from_spec({**fingerprint_layout, "name": "custom"}, where="test")
+    assert drawing_bones(renamed) == ()
 
 
 def test_explain_refuses_models_of_other_features(trained, tmp_path):

@@ -18,6 +18,7 @@ from pipeline.evaluate import PerClassRow
 from pipeline.plots import (
     PERSON_COLOURS,
     ImportanceSeries,
+    box_aspect,
     cache_statistics,
     cache_statistics_size,
     frame_importance_size,
@@ -26,6 +27,7 @@ from pipeline.plots import (
     plot_per_class_accuracy,
     plot_training_curves,
     read_metrics_log,
+    skeleton_box,
     training_curves_size,
 )
 from test_data import write_toy_cache
@@ -116,6 +118,26 @@ def test_frame_importance_figure(tmp_path, models):
     path = plot_frame_importance(frames=frames, joints=hidden, bones=bones, series=series, frame_indices=list(range(6)),
                                  out=tmp_path / "hidden.png")
     assert colour_pixels(read_png(path, frame_importance_size(frames=6, series=models, aspect=90 / 160)), PERSON_COLOURS[0]) < drawn / 10
+
+
+def test_frame_importance_zooms_to_the_skeletons(tmp_path):
+    frames, joints, bones = toy_clip()
+    box = skeleton_box(joints, width=160, height=90)
+    x0, y0, x1, y1 = box
+    visible = joints[..., 2] > 0
+    assert x0 < joints[..., 0][visible].min() and x1 > joints[..., 0][visible].max()
+    assert y0 < joints[..., 1][visible].min() and y1 > joints[..., 1][visible].max()
+    assert (x0, y0) >= (-0.5, -0.5) and (x1, y1) <= (159.5, 89.5)  # never past the frame
+    series = [ImportanceSeries(label="m", scores=[1 / 6] * 6)]
+    path = plot_frame_importance(frames=frames, joints=joints, bones=bones, series=series, frame_indices=list(range(6)),
+                                 out=tmp_path / "zoomed.png", box=box)
+    zoomed = read_png(path, frame_importance_size(frames=6, series=1, aspect=box_aspect(box)))
+    full = read_png(plot_frame_importance(frames=frames, joints=joints, bones=bones, series=series, frame_indices=list(range(6)),
+                                          out=tmp_path / "full.png"), frame_importance_size(frames=6, series=1, aspect=90 / 160))
+    assert colour_pixels(zoomed, PERSON_COLOURS[0]) > colour_pixels(full, PERSON_COLOURS[0])  # the skeleton is drawn larger
+    hidden = joints.copy()
+    hidden[..., 2] = 0
+    assert skeleton_box(hidden, width=160, height=90) == (-0.5, -0.5, 159.5, 89.5)
 
 
 def test_frame_importance_checks_its_inputs(tmp_path):
