@@ -32,7 +32,7 @@ from model.backbone import MC18Backbone
 from pipeline.cache import FeatureCache
 from pipeline.datasets.layouts import JointLayout, layout_from_spec
 from pipeline.errors import StarError
-from pipeline.extract import ClipSpec, load_clip
+from pipeline.extract import ClipSpec, default_index_path, extraction_backbone, load_clip
 from pipeline.extract import weights_id as extract_weights_id
 from pipeline.index import AnnotationIndex
 
@@ -170,11 +170,6 @@ def read_cache_meta(path: str | os.PathLike) -> CacheMeta:
     )
 
 
-def default_index_path(*, cache_path: str, dataset: str) -> Path:
-    """Where `star extract` puts the annotation index by default: next to the cache (`ExtractConfig.index_path`)."""
-    return Path(cache_path).resolve().parent / f"{dataset}-index.h5"
-
-
 def frozen_backbone_from_fingerprint(fingerprint: dict[str, Any], *, weights: str = "", trainable: bool = False) -> MC18Backbone:
     """The MC3-18 that produced a cache's features, rebuilt from the fingerprint's weights id.
 
@@ -184,12 +179,9 @@ def frozen_backbone_from_fingerprint(fingerprint: dict[str, Any], *, weights: st
     """
     weights_id = str(fingerprint["weights"])
     if weights_id.startswith("random:"):
-        # Same construction as `pipeline.extract.UnitExtractor`: random weights drawn under torch seed 0.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(weights_id.removeprefix("random:seed")))
-            return MC18Backbone(weights=None, trainable=trainable)
+        return extraction_backbone("random", trainable=trainable)
     if weights_id.startswith("kinetics400:"):
-        return MC18Backbone(weights="kinetics400", trainable=trainable)
+        return extraction_backbone("kinetics400", trainable=trainable)
     if not weights:
         raise StarError(f"the cache was extracted with the backbone weights file {weights_id}: pass that state-dict file with --weights")
     if extract_weights_id(weights) != weights_id:

@@ -111,7 +111,7 @@ class ExtractConfig:
             return Path(self.index)
         if "://" in self.out:
             raise StarError("--out is a URL: give --index PATH for the local HDF5 annotation index")
-        return Path(self.out).resolve().parent / f"{self.dataset}-index.h5"
+        return default_index_path(cache_path=self.out, dataset=self.dataset)
 
     def check(self) -> None:
         """One-line errors for options that cannot work, before anything is started."""
@@ -133,6 +133,21 @@ class ExtractConfig:
             raise StarError(f"--limit must be >= 1, got {self.limit}")
         if self.heatmap_sigma <= 0:
             raise StarError(f"--heatmap-sigma must be > 0, got {self.heatmap_sigma}")
+
+
+def default_index_path(*, cache_path: str, dataset: str) -> Path:
+    """Where the annotation index lives unless --index says otherwise: next to the cache, one per dataset."""
+    return Path(cache_path).resolve().parent / f"{dataset}-index.h5"
+
+
+def extraction_backbone(weights: str, *, trainable: bool = False):
+    """The MC3-18 that extraction runs; "random" weights are drawn under seed 0 in a forked RNG, so every process
+    (and training's end-to-end mode) rebuilds the same network without touching the caller's RNG."""
+    from model.backbone import MC18Backbone
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return MC18Backbone(weights=None if weights == "random" else weights, trainable=trainable)
 
 
 def weights_id(weights: str) -> str:
@@ -234,17 +249,12 @@ class UnitExtractor:
     """Turns work units into cache rows; one per process (see `extractor_for`), shared by its threads."""
 
     def __init__(self, cfg: ExtractConfig) -> None:
-        from model.backbone import MC18Backbone
-
         self.cfg = cfg
         self.index = AnnotationIndex(cfg.index_path)
         self.cache = FeatureCache.open(cfg.out, mode="r+")
         self.rows = {sample_id: row for row, sample_id in enumerate(self.index.sample_ids)}
         self.device = resolve_device(cfg.device)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)  # "random" weights are the same in every process, so the fingerprint holds
-            backbone = MC18Backbone(weights=None if cfg.weights == "random" else cfg.weights, trainable=False)
-        self.backbone = backbone.to(self.device)
+        self.backbone = extraction_backbone(cfg.weights).to(self.device)
         self._decoder = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="star-decode")
         self._compute = threading.Lock()  # one backbone call at a time; other threads decode meanwhile
 
