@@ -25,6 +25,19 @@ Defaults for what the paper leaves open (`ModelConfig`):
   224 px stay mostly separate.
 - depth = 3 (Fig. 5). The head is Linear(D, D) -> GELU -> Dropout -> Linear(D, classes): the paper says
   only "MLP".
+
+Options that make STAR learn at every width, each with the paper-literal (or pre-change) setting one
+value away (README, "Design choices", has the measurements):
+- norm = "pre": pre-LN layers and a final LayerNorm before pooling; "post" is eq. (11)-(14) literally.
+- init = "fan_in": PyTorch's default Linear init, uniform in +-1/sqrt(fan_in), which keeps the signal's
+  scale at any width, and a unit-scale joint slot embedding (model/tokens.py); "vit" is ViT's
+  trunc-normal(0.02) for every Linear and embedding, tuned for width 768, which at width 64 shrinks the
+  signal about 6x per Linear and collapses the model (every clip gets the same features).
+- token_norm = True: LayerNorm on the projected GG and JM tokens (model/tokens.py).
+- temporal_embedding = True: a learned per-frame embedding for clips of `frames` frames
+  (model/tokens.py); without it STAR cannot tell an action from its time reverse.
+- joint_position = "fourier": sin/cos features of the joint coordinates feed `pos` (eq. 3);
+  "linear" projects the raw coordinates (model/tokens.py).
 """
 
 from __future__ import annotations
@@ -35,9 +48,11 @@ from torch import Tensor, nn
 
 from model.attention import attention_flops
 from model.backbone import MC18Backbone
-from model.tokens import TokenAggregator, joint_heatmaps, joints_to_cells
-from model.transformer import LAYER_KINDS, STARStage
+from model.tokens import JOINT_POSITIONS, TokenAggregator, joint_heatmaps, joints_to_cells
+from model.transformer import LAYER_KINDS, NORMS, STARStage
 from pipeline.errors import StarError
+
+INITS = ("fan_in", "vit")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,9 +73,15 @@ class ModelConfig:
     heatmap_sigma: float = 1.0  # in local-map cells
     local_channels: int = MC18Backbone.local_channels
     global_channels: int = MC18Backbone.global_channels
+    norm: str = "pre"  # "post": eq. (11)-(14) literally
+    init: str = "fan_in"  # "vit": trunc-normal(0.02) Linear weights
+    token_norm: bool = True  # LayerNorm on the projected GG and JM tokens
+    temporal_embedding: bool = True  # learned per-frame embedding
+    joint_position: str = "fourier"  # "linear": a Linear of the raw (x, y, confidence)
+    frames: int = 16  # T of the clips (the temporal embedding's length; the trainer takes it from the cache)
 
     def __post_init__(self) -> None:
-        for name in ("num_classes", "persons", "joints", "dim", "depth", "heads", "local_channels", "global_channels"):
+        for name in ("num_classes", "persons", "joints", "dim", "depth", "heads", "local_channels", "global_channels", "frames"):
             if getattr(self, name) < 1:
                 raise StarError(f"model option {name} must be a positive integer, got {getattr(self, name)}.")
         if self.dim % self.heads:
@@ -68,6 +89,12 @@ class ModelConfig:
         for name in ("encoder", "decoder"):
             if getattr(self, name) not in LAYER_KINDS:
                 raise StarError(f"{name}={getattr(self, name)!r} is not a STAR layer kind; use one of {LAYER_KINDS}.")
+        if self.norm not in NORMS:
+            raise StarError(f"norm={self.norm!r} is not a layer norm placement; use one of {NORMS}.")
+        if self.init not in INITS:
+            raise StarError(f"init={self.init!r} is not a weight initialisation; use one of {INITS}.")
+        if self.joint_position not in JOINT_POSITIONS:
+            raise StarError(f"joint_position={self.joint_position!r} is not a joint position encoding; use one of {JOINT_POSITIONS}.")
         if not 0.0 <= self.dropout < 1.0:
             raise StarError(f"dropout must be in [0, 1), got {self.dropout}.")
         if self.mlp_ratio <= 0 or self.heatmap_sigma <= 0:
@@ -78,11 +105,13 @@ def _parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _init_weights(module: nn.Module) -> None:
-    # ViT initialisation: small truncated-normal linear weights, zero biases.
+def _vit_init(module: nn.Module) -> None:
+    # ViT initialisation: small truncated-normal linear weights and embeddings, zero biases.
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=0.02)
         nn.init.zeros_(module.bias)
+    if isinstance(module, TokenAggregator):
+        nn.init.trunc_normal_(module.joint_embed, std=0.02)
 
 
 class STAR(nn.Module):
@@ -105,6 +134,12 @@ class STAR(nn.Module):
         heatmap_sigma: float,
         local_channels: int,
         global_channels: int,
+        norm: str,
+        init: str,
+        token_norm: bool,
+        temporal_embedding: bool,
+        frames: int,
+        joint_position: str,
     ) -> None:
         super().__init__()
         self.num_joints = persons * joints
@@ -118,13 +153,17 @@ class STAR(nn.Module):
             persons=persons,
             joints=joints,
             multi_class=multi_class,
+            token_norm=token_norm,
+            frames=frames if temporal_embedding else None,
+            joint_position=joint_position,
         )
-        stage = dict(depth=depth, dim=dim, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout)
+        stage = dict(depth=depth, dim=dim, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout, norm=norm)
         self.encoder = STARStage(kind=encoder, **stage)
         self.decoder = STARStage(kind=decoder, **stage)
+        self.norm = nn.LayerNorm(dim) if norm == "pre" else nn.Identity()  # pre-LN: the residual stream is unnormalised
         self.head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, num_classes))
-        for module in (self.aggregator, self.encoder, self.decoder, self.head):
-            module.apply(_init_weights)
+        if init == "vit":  # "fan_in" is what nn.Linear does by itself
+            self.apply(_vit_init)
 
     def _check_inputs(self, local: Tensor, global_: Tensor, heatmaps: Tensor, joints: Tensor) -> None:
         batch, frames = global_.shape[:2]
@@ -151,7 +190,7 @@ class STAR(nn.Module):
         """Pooled class-token features (B, D)."""
         self._check_inputs(local, global_, heatmaps, joints)
         z = self.aggregator(local, global_, heatmaps, joints)  # (B, T, S, D), eq. (1)-(4)
-        z = self.decoder(self.encoder(z))  # (B, T, S, D), eq. (11)-(14) per layer
+        z = self.norm(self.decoder(self.encoder(z)))  # (B, T, S, D), eq. (11)-(14) per layer
         grid_tokens = global_.shape[-2] * global_.shape[-1]
         cls = z[:, :, self.class_token_positions(grid_tokens=grid_tokens)]  # (B, T, K, D)
         # "The multi-class tokens output by STAR-transformer are combined into a single class token by averaging."
@@ -184,8 +223,9 @@ def build_model(cfg: ModelConfig) -> STAR:
     return STAR(**asdict(cfg))
 
 
-def model_summary(cfg: ModelConfig, *, frames: int, size: int) -> dict:
-    """Parameter counts, token counts and attention FLOPs of `cfg` for clips of `frames` x size x size."""
+def model_summary(cfg: ModelConfig, *, size: int) -> dict:
+    """Parameter counts, token counts and attention FLOPs of `cfg` for clips of `cfg.frames` x size x size."""
+    frames = cfg.frames
     if size % MC18Backbone.global_stride:
         raise StarError(f"input size must be a multiple of {MC18Backbone.global_stride}, got {size}.")
     if frames < 1:

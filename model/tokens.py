@@ -10,20 +10,35 @@ Choices where the paper is silent:
   at the joint (the pose-estimation convention), so eq. (1) is a Gaussian-weighted *sum* of the local
   features around the joint. A joint with confidence <= 0 (missing) gives an all-zero map; otherwise the
   map is not scaled by confidence (confidence reaches the model through the position projection).
-- Joint position `pos` (eq. 3): a learned embedding per (person, joint) slot plus a linear projection of
-  the joint's (x/w', y/h', confidence). Coordinates of missing joints are zeroed first, so NaN-coded
-  missing joints are safe. Missing joints still occupy their token slot (no attention mask): the paper
-  has none, and a fixed token count keeps ZAttn/BAttn reshapes simple.
+- Joint position `pos` (eq. 3): a learned embedding per (person, joint) slot plus a projection of the
+  joint's position. `joint_position="fourier"` (default) projects sin/cos features of (x/w', y/h') at
+  geometric frequencies from pi to 16 pi rad per map width (the sine position encoding of DETR and NeRF,
+  applied to continuous coordinates) and the confidence; `"linear"` projects the raw (x/w', y/h',
+  confidence). Measured: the raw coordinates vary by a few tenths across an action, so a linear
+  projection of them starts far weaker than the joint-map features and the model needs hundreds of
+  epochs to amplify it; the Fourier features are unit-scale from the first step. Features of missing
+  joints are zeroed, so NaN-coded missing joints are safe. Missing joints still occupy their token slot
+  (no attention mask): the paper has none, and a fixed token count keeps ZAttn/BAttn reshapes simple.
 - Joint order: N = persons * joints with person-major order, n = person * joints + joint.
 - Multi-class tokens (eq. 2-4): every frame carries its own copy of CLS_glob, CLS_joint and CLS_total
   (the same three learned vectors), so Z is the S x T matrix the paper writes and ZAttn/BAttn can split
   it by time without special cases. Per frame: [CLS_glob, g_1..g_P, CLS_joint, j_1..j_N, CLS_total],
   S = P + N + 3. `multi_class=False` is Table 3's single-class ablation: [CLS, g_1..g_P, j_1..j_N],
-  S = P + N + 1. GG tokens get no position information (eq. 2 adds none), and there is no temporal
-  position embedding, as in the paper.
+  S = P + N + 1. GG tokens get no position information (eq. 2 adds none).
+
+Two additions the paper does not have, each one option away from its literal form:
+- `token_norm`: a LayerNorm on the projected GG tokens and on the projected JM tokens (before `pos` is
+  added). Backbone maps and heat-map sums differ in scale by orders of magnitude between clips and
+  between the two token kinds; normalising them lets neither drown the other at initialisation.
+- `frames` (learned temporal embedding): one learned vector per frame index, added to every token of
+  that frame, class tokens included. Without it every attention variant is blind to frame order
+  (FAttn is permutation-equivariant over frames and ZAttn/BAttn are symmetric under time reversal), so
+  an action and its exact reverse (sit down / stand up) give identical logits.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -54,6 +69,17 @@ def joint_heatmaps(joints: Tensor, *, size: tuple[int, int], sigma: float) -> Te
     return torch.where(visible, maps, torch.zeros((), dtype=maps.dtype, device=maps.device))
 
 
+JOINT_POSITIONS = ("fourier", "linear")
+FOURIER_MAX_CYCLES = 8.0  # highest frequency: 8 cycles (16 pi rad) per map width
+
+
+def fourier_features(xy: Tensor, *, frequencies: int) -> Tensor:
+    """sin/cos of each coordinate of xy (..., 2) in map units [0, 1] -> (..., 4 * frequencies)."""
+    omega = math.pi * torch.logspace(0, math.log10(2 * FOURIER_MAX_CYCLES), frequencies, dtype=xy.dtype, device=xy.device)
+    angles = xy.unsqueeze(-1) * omega  # (..., 2, F)
+    return torch.cat((angles.sin(), angles.cos()), dim=-1).flatten(-2)  # (..., 2 * 2F)
+
+
 def joint_map_tokens(local: Tensor, heatmaps: Tensor) -> Tensor:
     """Eq. (1): heat-map-weighted sums of the local map, local (B, T, C', h', w') -> (B, T, N, C')."""
     if local.shape[:2] != heatmaps.shape[:2] or local.shape[-2:] != heatmaps.shape[-2:]:
@@ -76,18 +102,34 @@ class TokenAggregator(nn.Module):
         persons: int,
         joints: int,
         multi_class: bool = True,
+        token_norm: bool = False,
+        frames: int | None = None,
+        joint_position: str = "fourier",
     ) -> None:
         super().__init__()
+        if joint_position not in JOINT_POSITIONS:
+            raise StarError(f"joint_position={joint_position!r} is not a joint position encoding; use one of {JOINT_POSITIONS}.")
         self.num_joints = persons * joints
         self.multi_class = multi_class
         self.grid_proj = nn.Linear(global_channels, dim)  # GG tokens, C -> D
         self.joint_proj = nn.Linear(local_channels, dim)  # JM tokens, C' -> D
+        self.grid_norm = nn.LayerNorm(dim) if token_norm else nn.Identity()
+        self.joint_norm = nn.LayerNorm(dim) if token_norm else nn.Identity()
+        # Learned temporal embedding, one row per frame index (None: the paper's frame-order-blind tokens).
+        self.frame_embed = nn.Parameter(torch.zeros(frames, dim)) if frames else None
         self.joint_embed = nn.Parameter(torch.zeros(self.num_joints, dim))  # pos: one vector per (person, joint)
-        self.position_proj = nn.Linear(3, dim)  # pos: (x/w', y/h', confidence) -> D
+        # pos: position features -> D; Fourier: 4F sin/cos features + confidence, linear: (x/w', y/h', confidence)
+        self.frequencies = max(dim // 4, 1) if joint_position == "fourier" else 0
+        self.position_proj = nn.Linear(4 * self.frequencies + 1 if self.frequencies else 3, dim)
         # Rows: CLS_glob, CLS_joint, CLS_total (multi-class) or the single CLS (ablation).
         self.class_tokens = nn.Parameter(torch.zeros(3 if multi_class else 1, dim))
-        nn.init.trunc_normal_(self.joint_embed, std=0.02)
-        nn.init.trunc_normal_(self.class_tokens, std=0.02)
+        # The joint slot embedding starts at unit scale, like nn.Embedding and like the normalised tokens it is
+        # added to (at std 0.02 the joints are nearly anonymous at first); the class tokens and the temporal
+        # embedding start small, as in ViT (a unit-scale random per-frame vector drowns the content: measured).
+        nn.init.normal_(self.joint_embed, std=1.0)
+        for embedding in (self.class_tokens, self.frame_embed):
+            if embedding is not None:
+                nn.init.trunc_normal_(embedding, std=0.02)
 
     def class_token_positions(self, *, grid_tokens: int) -> list[int]:
         """Indices of the class tokens within one frame's S tokens."""
@@ -99,19 +141,34 @@ class TokenAggregator(nn.Module):
         """S = P + N + number of class tokens."""
         return grid_tokens + self.num_joints + len(self.class_token_positions(grid_tokens=grid_tokens))
 
+    def _position_features(self, joints: Tensor, *, map_hw: tuple[int, int]) -> Tensor:
+        """(B, T, N, 3) joints in cells -> (B, T, N, F_in) inputs of `position_proj`, zero for missing joints."""
+        map_h, map_w = map_hw
+        position = joints / joints.new_tensor([map_w, map_h, 1.0])  # (B, T, N, 3): x/w', y/h', confidence
+        if self.frequencies:
+            position = torch.cat((fourier_features(position[..., :2], frequencies=self.frequencies), position[..., 2:]), dim=-1)
+        visible = joints[..., 2:] > 0  # (B, T, N, 1); NaN confidence counts as missing
+        return torch.where(visible, position, torch.zeros((), dtype=joints.dtype, device=joints.device))
+
     def forward(self, local: Tensor, global_: Tensor, heatmaps: Tensor, joints: Tensor) -> Tensor:
         batch, frames = global_.shape[:2]
+        if self.frame_embed is not None and frames != len(self.frame_embed):
+            raise StarError(
+                f"this STAR model learned a temporal embedding for T={len(self.frame_embed)} frames but got clips of "
+                f"T={frames}; sample {len(self.frame_embed)} frames per clip (or train a model for T={frames})."
+            )
         map_h, map_w = heatmaps.shape[-2:]
-        grid = self.grid_proj(global_.flatten(3).transpose(2, 3))  # (B, T, P, D), P = h*w
-        joint = self.joint_proj(joint_map_tokens(local, heatmaps))  # (B, T, N, D), eq. (1)
-        visible = joints[..., 2:] > 0  # (B, T, N, 1)
-        position = joints / joints.new_tensor([map_w, map_h, 1.0])  # (B, T, N, 3): x/w', y/h', confidence
-        position = torch.where(visible, position, torch.zeros((), dtype=joints.dtype, device=joints.device))
-        joint = joint + self.joint_embed + self.position_proj(position)  # eq. (3): T_j + pos
+        grid = self.grid_norm(self.grid_proj(global_.flatten(3).transpose(2, 3)))  # (B, T, P, D), P = h*w
+        joint = self.joint_norm(self.joint_proj(joint_map_tokens(local, heatmaps)))  # (B, T, N, D), eq. (1)
+        position = self.position_proj(self._position_features(joints, map_hw=(map_h, map_w)))  # (B, T, N, D)
+        joint = joint + self.joint_embed + position  # eq. (3): T_j + pos
         cls = self.class_tokens.expand(batch, frames, -1, -1)  # (B, T, K, D): one copy per frame
         if self.multi_class:
             # eq. (2)-(4): [CLS_glob, T_g] + [CLS_joint, T_j + pos] + [CLS_total]
             parts = (cls[:, :, 0:1], grid, cls[:, :, 1:2], joint, cls[:, :, 2:3])
         else:
             parts = (cls, grid, joint)  # pure-ViT single class token (Table 3 ablation)
-        return torch.cat(parts, dim=2)  # (B, T, S, D)
+        z = torch.cat(parts, dim=2)  # (B, T, S, D)
+        if self.frame_embed is not None:
+            z = z + self.frame_embed[:, None]  # (T, 1, D): frame t's vector on all of its tokens
+        return z

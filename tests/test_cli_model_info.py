@@ -20,7 +20,7 @@ def test_json_summary_matches_the_model():
     result = run(*SMALL, "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    cfg = ModelConfig(num_classes=7, dim=32, heads=2, depth=2)
+    cfg = ModelConfig(num_classes=7, dim=32, heads=2, depth=2, frames=4)
     # 112 px: 14 x 14 local map, 7 x 7 global map -> P = 49; N = 2 persons x 25 joints; 3 class tokens.
     assert summary["input"] == {"frames": 4, "size": 112, "local_map": 14, "global_map": 7}
     assert summary["tokens"] == {
@@ -45,8 +45,21 @@ def test_text_output_and_single_class_ablation():
     assert "star_total" in result.stdout and "total_core" in result.stdout
 
 
+def test_model_options_one_line_each():
+    default = run(*SMALL)
+    literal = run(*SMALL, "--norm", "post", "--init", "vit", "--no-token-norm", "--no-temporal-embedding")
+    assert default.exit_code == 0 and literal.exit_code == 0, literal.output
+    for name, value in (("norm", "pre"), ("init", "fan_in"), ("token_norm", "True"), ("temporal_embedding", "True"), ("joint_position", "fourier")):
+        assert f"  {name:<24} {value}" in default.stdout
+    for name, value in (("norm", "post"), ("init", "vit"), ("token_norm", "False"), ("temporal_embedding", "False")):
+        assert f"  {name:<24} {value}" in literal.stdout
+    # The literal form has no final LayerNorm, token LayerNorms or temporal embedding: fewer parameters.
+    counts = [int(r.stdout.split("star_total")[1].split()[0].replace(",", "")) for r in (default, literal)]
+    assert counts[0] - counts[1] == 3 * 2 * 32 + 4 * 32
+
+
 def test_bad_options_fail_with_the_reason():
-    for args, reason in ((["--frames", "15"], "frames must be even"), (["--encoder", "FX"], "FX")):
+    for args, reason in ((["--frames", "15"], "frames must be even"), (["--encoder", "FX"], "FX"), (["--norm", "mid"], "mid")):
         result = run(*args)
         assert result.exit_code == 1
         assert "per_frame" not in result.stdout

@@ -9,7 +9,7 @@ from model.rollout import attention_rollout
 from model.star import ModelConfig, build_model
 from model.tokens import joint_heatmaps
 
-CFG = dict(num_classes=5, dim=32, heads=2, depth=2, persons=1, joints=3, local_channels=8, global_channels=16)
+CFG = dict(num_classes=5, dim=32, heads=2, depth=2, persons=1, joints=3, local_channels=8, global_channels=16, frames=4)
 
 
 def make_inputs(cfg: ModelConfig, *, batch=2, frames=4, seed=0):
@@ -30,11 +30,12 @@ def naive_rollout(model, inputs) -> torch.Tensor:
     rollout = eye.expand(batch, -1, -1)
     for layer in [*model.encoder.layers, *model.decoder.layers]:
         for attention, norm in ((layer.full_attn, layer.norm1), (layer.sta, layer.norm2)):
-            a = attention.attention_matrix(z).mean(dim=1) + eye
+            x = norm(z) if layer.pre_norm else z  # what the attention module reads
+            a = attention.attention_matrix(x).mean(dim=1) + eye
             a = a / a.sum(dim=-1, keepdim=True)
             rollout = a @ rollout
-            z = norm(attention(z) + z)
-        z = layer.norm3(layer.mlp(z) + z)
+            z = z + attention(x) if layer.pre_norm else norm(attention(z) + z)
+        z = z + layer.mlp(layer.norm3(z)) if layer.pre_norm else layer.norm3(layer.mlp(z) + z)
     cls = [t * tokens + p for t in range(frames) for p in model.class_token_positions(grid_tokens=4)]
     row = rollout[:, cls].mean(dim=1).view(batch, frames, tokens)  # (B, T, S)
     content = [p for p in range(tokens) if p not in model.class_token_positions(grid_tokens=4)]
@@ -51,10 +52,11 @@ def sharpen(model) -> None:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
 
 
-@pytest.mark.parametrize("encoder, decoder, multi_class", [("FZ", "FB", True), ("FF", "FF", True), ("FB", "FZ", False)])
-def test_rollout_equals_full_matrix_product(encoder, decoder, multi_class):
+@pytest.mark.parametrize("encoder, decoder, multi_class, norm",
+                         [("FZ", "FB", True, "pre"), ("FZ", "FB", True, "post"), ("FF", "FF", True, "pre"), ("FB", "FZ", False, "post")])
+def test_rollout_equals_full_matrix_product(encoder, decoder, multi_class, norm):
     torch.manual_seed(0)
-    cfg = ModelConfig(**CFG, encoder=encoder, decoder=decoder, multi_class=multi_class)
+    cfg = ModelConfig(**CFG, encoder=encoder, decoder=decoder, multi_class=multi_class, norm=norm)
     model = build_model(cfg).eval()
     sharpen(model)
     inputs = make_inputs(cfg)

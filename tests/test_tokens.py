@@ -80,11 +80,12 @@ def make_inputs(batch=2, frames=4, persons=2, joints=3, grid=(2, 3), local_hw=(4
     return local, global_, heatmaps, joint_cells
 
 
-@pytest.mark.parametrize("multi_class", [True, False])
-def test_aggregator_layout_and_contents(multi_class):
+@pytest.mark.parametrize("multi_class, joint_position", [(True, "fourier"), (False, "fourier"), (True, "linear")])
+def test_aggregator_layout_and_contents(multi_class, joint_position):
     torch.manual_seed(0)
     aggregator = TokenAggregator(
-        global_channels=16, local_channels=8, dim=12, persons=2, joints=3, multi_class=multi_class
+        global_channels=16, local_channels=8, dim=12, persons=2, joints=3, multi_class=multi_class,
+        joint_position=joint_position,
     )
     local, global_, heatmaps, joints = make_inputs()
     z = aggregator(local, global_, heatmaps, joints)
@@ -106,9 +107,31 @@ def test_aggregator_layout_and_contents(multi_class):
     torch.testing.assert_close(z[:, :, grid_rows], expected_grid)
     # JM tokens: projected eq. (1) tokens + per-(person, joint) embedding + projected normalised position (eq. 3).
     position = joints / torch.tensor([6.0, 4.0, 1.0])  # x / w', y / h', confidence
+    if joint_position == "fourier":  # sin/cos of x and y at 12 / 4 = 3 frequencies, then the confidence
+        omega = torch.pi * torch.tensor([1.0, 4.0, 16.0])  # geometric from pi to 16 pi
+        angles = position[..., :2, None] * omega  # (B, T, N, 2, 3)
+        position = torch.cat((angles.sin(), angles.cos()), dim=-1).flatten(-2)
+        position = torch.cat((position, joints[..., 2:]), dim=-1)  # (B, T, N, 13)
     expected_joint = aggregator.joint_proj(joint_map_tokens(local, heatmaps))
     expected_joint = expected_joint + aggregator.joint_embed + aggregator.position_proj(position)
     torch.testing.assert_close(z[:, :, joint_rows], expected_joint)
+
+
+def test_token_norm_and_temporal_embedding():
+    torch.manual_seed(0)
+    aggregator = TokenAggregator(global_channels=16, local_channels=8, dim=12, persons=2, joints=3, token_norm=True, frames=4)
+    with torch.no_grad():
+        aggregator.frame_embed.normal_()
+    local, global_, heatmaps, joints = make_inputs()
+    z = aggregator(local, global_, heatmaps, joints)
+    frame = aggregator.frame_embed[None, :, None]  # (1, T, 1, D): frame t's vector on every token of frame t
+    grid = torch.nn.functional.layer_norm(aggregator.grid_proj(global_.flatten(3).transpose(2, 3)), (12,))
+    torch.testing.assert_close(z[:, :, 1:7], grid + frame)
+    torch.testing.assert_close(z[:, :, 0], aggregator.class_tokens[0] + frame[:, :, 0].expand(2, 4, 12))
+    joint = aggregator.joint_norm(aggregator.joint_proj(joint_map_tokens(local, heatmaps)))
+    assert torch.allclose(joint.mean(-1), torch.zeros(()), atol=1e-5)  # normalised before pos is added
+    with pytest.raises(StarError, match="T=4 frames but got clips of T=2"):
+        aggregator(local[:, :2], global_[:, :2], heatmaps[:, :2], joints[:, :2])
 
 
 def test_aggregator_missing_joints_with_nan_coordinates_stay_finite():

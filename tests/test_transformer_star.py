@@ -14,7 +14,7 @@ from model.tokens import joint_heatmaps, joints_to_cells
 from model.transformer import STARLayer
 from pipeline.errors import StarError
 
-TINY = dict(num_classes=5, dim=32, heads=2, depth=1, persons=1, joints=3, local_channels=8, global_channels=16)
+TINY = dict(num_classes=5, dim=32, heads=2, depth=1, persons=1, joints=3, local_channels=8, global_channels=16, frames=4)
 
 
 def make_inputs(cfg: ModelConfig, *, batch=2, frames=4, grid=(2, 2), local_hw=(4, 4), seed=0):
@@ -31,7 +31,7 @@ def make_inputs(cfg: ModelConfig, *, batch=2, frames=4, grid=(2, 2), local_hw=(4
 @pytest.mark.parametrize("kind", ["FF", "FZ", "FB"])
 def test_layer_shapes_and_eq_11_to_14(kind):
     torch.manual_seed(0)
-    layer = STARLayer(dim=32, heads=2, mlp_ratio=2.0, dropout=0.0, kind=kind).eval()
+    layer = STARLayer(dim=32, heads=2, mlp_ratio=2.0, dropout=0.0, kind=kind, norm="post").eval()
     z = torch.randn(2, 4, 7, 32)
     out = layer(z)
     assert out.shape == z.shape
@@ -43,9 +43,56 @@ def test_layer_shapes_and_eq_11_to_14(kind):
     assert type(layer.sta).__name__ == {"FF": "FullAttention", "FZ": "ZigzagAttention", "FB": "BinaryAttention"}[kind]
 
 
-def test_unknown_layer_kind():
+@pytest.mark.parametrize("kind", ["FF", "FZ", "FB"])
+def test_pre_ln_layer_is_three_residual_branches(kind):
+    torch.manual_seed(0)
+    layer = STARLayer(dim=32, heads=2, mlp_ratio=2.0, dropout=0.0, kind=kind, norm="pre").eval()
+    z = torch.randn(2, 4, 7, 32)
+    step1 = z + layer.full_attn(layer.norm1(z))
+    step2 = step1 + layer.sta(layer.norm2(step1))
+    torch.testing.assert_close(layer(z), step2 + layer.mlp(layer.norm3(step2)))
+
+
+def test_unknown_layer_kind_and_norm():
     with pytest.raises(StarError, match="unknown STAR layer kind"):
         STARLayer(dim=32, heads=2, mlp_ratio=2.0, dropout=0.0, kind="ZF")
+    with pytest.raises(StarError, match="layer norm placement"):
+        STARLayer(dim=32, heads=2, mlp_ratio=2.0, dropout=0.0, kind="FZ", norm="sandwich")
+
+
+def test_temporal_embedding_makes_the_model_see_frame_order():
+    """Without it every variant is blind to reversing the clip; with it, the reverse gets other logits."""
+    for encoder, decoder in (("FF", "FF"), ("FZ", "FB")):
+        blind = build_model(ModelConfig(**TINY, encoder=encoder, decoder=decoder, temporal_embedding=False)).eval()
+        seeing = build_model(ModelConfig(**TINY, encoder=encoder, decoder=decoder)).eval()
+        with torch.no_grad():
+            seeing.aggregator.frame_embed.normal_()  # a trained embedding: frames differ
+        inputs = make_inputs(ModelConfig(**TINY))
+        reversed_inputs = [x.flip(1) for x in inputs]
+        torch.testing.assert_close(blind(*inputs), blind(*reversed_inputs), atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(seeing(*inputs), seeing(*reversed_inputs), atol=1e-3)
+
+
+def test_temporal_embedding_checks_the_clip_length():
+    model = build_model(ModelConfig(**{**TINY, "frames": 8}))
+    with pytest.raises(StarError, match="T=8 frames but got clips of T=4"):
+        model(*make_inputs(ModelConfig(**TINY)))
+
+
+def test_model_options_change_what_they_say():
+    literal = build_model(ModelConfig(**TINY, norm="post", init="vit", token_norm=False, temporal_embedding=False,
+                                      joint_position="linear"))
+    assert isinstance(literal.norm, torch.nn.Identity) and literal.aggregator.frame_embed is None
+    assert isinstance(literal.aggregator.grid_norm, torch.nn.Identity)
+    assert literal.aggregator.position_proj.in_features == 3  # raw (x, y, confidence)
+    assert float(literal.encoder.layers[0].mlp.fc1.weight.detach().std()) < 0.03  # trunc-normal(0.02)
+    default = build_model(ModelConfig(**TINY))
+    assert isinstance(default.norm, torch.nn.LayerNorm) and default.aggregator.frame_embed.shape == (4, 32)
+    assert default.aggregator.position_proj.in_features == 4 * 8 + 1  # sin/cos of x and y at dim/4 frequencies + conf
+    fan_in = 1 / 32**0.5  # PyTorch's default Linear init: uniform in +-1/sqrt(fan_in)
+    weights = default.encoder.layers[0].mlp.fc1.weight
+    assert float(weights.detach().abs().max()) <= fan_in and float(weights.detach().std()) > 0.5 * fan_in / 3**0.5
+    assert 0.7 < float(default.aggregator.joint_embed.detach().std()) < 1.3  # unit-scale joint slots
 
 
 @pytest.mark.parametrize(
@@ -74,13 +121,13 @@ def test_star_shapes_for_every_variant(encoder, decoder, multi_class, persons):
 
 @pytest.mark.parametrize("encoder, decoder", [("FZ", "FB"), ("FF", "FB"), ("FZ", "FF")])
 def test_odd_frame_count_errors_when_z_or_b_is_used(encoder, decoder):
-    cfg = ModelConfig(**TINY, encoder=encoder, decoder=decoder)
+    cfg = ModelConfig(**{**TINY, "frames": 3}, encoder=encoder, decoder=decoder)
     with pytest.raises(StarError, match="even number of frames"):
         build_model(cfg)(*make_inputs(cfg, frames=3))
 
 
 def test_full_attention_only_model_accepts_odd_frames():
-    cfg = ModelConfig(**TINY, encoder="FF", decoder="FF")
+    cfg = ModelConfig(**{**TINY, "frames": 3}, encoder="FF", decoder="FF")
     assert build_model(cfg)(*make_inputs(cfg, frames=3)).shape == (2, 5)
 
 
@@ -109,7 +156,7 @@ def test_pooling_averages_all_class_tokens_over_all_frames():
     cfg = ModelConfig(**TINY)
     model = build_model(cfg).eval()
     inputs = make_inputs(cfg)
-    z = model.decoder(model.encoder(model.aggregator(*inputs)))  # (B, T, S, D)
+    z = model.norm(model.decoder(model.encoder(model.aggregator(*inputs))))  # (B, T, S, D), final LayerNorm (pre-LN)
     cls = z[:, :, [0, 4 + 1, 4 + 3 + 2]]  # P = 4 grid tokens, N = 3 joints
     torch.testing.assert_close(model.forward_features(*inputs), cls.mean(dim=(1, 2)))
 
@@ -143,7 +190,14 @@ def test_config_validation():
         ModelConfig(num_classes=0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         ModelConfig(num_classes=3).dim = 8  # type: ignore[misc]
+    with pytest.raises(StarError, match="norm"):
+        ModelConfig(num_classes=3, norm="mid")
+    with pytest.raises(StarError, match="init"):
+        ModelConfig(num_classes=3, init="xavier")
+    with pytest.raises(StarError, match="joint_position"):
+        ModelConfig(num_classes=3, joint_position="polar")
     defaults = ModelConfig(num_classes=60)
+    assert (defaults.norm, defaults.init, defaults.token_norm, defaults.temporal_embedding) == ("pre", "fan_in", True, True)
     assert (defaults.persons, defaults.joints, defaults.depth) == (2, 25, 3)
     assert (defaults.encoder, defaults.decoder) == ("FZ", "FB")
     assert defaults.multi_class and (defaults.local_channels, defaults.global_channels) == (256, 512)
@@ -153,7 +207,7 @@ def test_forward_on_backbone_maps_equals_forward_video():
     torch.manual_seed(0)
     with pytest.warns(UserWarning, match="RANDOM"):
         backbone = MC18Backbone(weights="random")
-    cfg = ModelConfig(num_classes=4, dim=32, heads=2, depth=1, persons=2, joints=3)
+    cfg = ModelConfig(num_classes=4, dim=32, heads=2, depth=1, persons=2, joints=3, frames=2)
     model = build_model(cfg).eval()
     generator = torch.Generator().manual_seed(1)
     video = torch.randint(0, 256, (1, 2, 3, 64, 96), dtype=torch.uint8, generator=generator)  # H=64, W=96
