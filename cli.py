@@ -44,6 +44,10 @@ def model_info(
     encoder: str | None = typer.Option(None, help="Encoder layer kind: FF, FZ or FB (model default: FZ)."),
     decoder: str | None = typer.Option(None, help="Decoder layer kind: FF, FZ or FB (model default: FB)."),
     single_class: bool = typer.Option(False, "--single-class", help="One class token (Table 3 ablation)."),
+    norm: str | None = typer.Option(None, help="Layer norm placement: pre or post (eq. 11-14 literally) (model default: pre)."),
+    init: str | None = typer.Option(None, help="Weight init: fan_in or vit (trunc-normal 0.02) (model default: fan_in)."),
+    token_norm: bool | None = typer.Option(None, "--token-norm/--no-token-norm", help="LayerNorm on the projected GG/JM tokens (model default: on)."),
+    temporal_embedding: bool | None = typer.Option(None, "--temporal-embedding/--no-temporal-embedding", help="Learned per-frame embedding (model default: on)."),
     frames: int = typer.Option(16, help="Frames per clip."),
     size: int = typer.Option(224, help="Input height = width in pixels (a multiple of 16)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
@@ -53,10 +57,11 @@ def model_info(
 
     from model.star import ModelConfig, format_summary, model_summary  # imports torch: only when needed
 
-    given = dict(persons=persons, joints=joints, dim=dim, depth=depth, heads=heads, encoder=encoder, decoder=decoder)
+    given = dict(persons=persons, joints=joints, dim=dim, depth=depth, heads=heads, encoder=encoder, decoder=decoder,
+                 norm=norm, init=init, token_norm=token_norm, temporal_embedding=temporal_embedding)
     overrides = {name: value for name, value in given.items() if value is not None}
-    cfg = ModelConfig(num_classes=num_classes, multi_class=not single_class, **overrides)
-    summary = model_summary(cfg, frames=frames, size=size)
+    cfg = ModelConfig(num_classes=num_classes, multi_class=not single_class, frames=frames, **overrides)
+    summary = model_summary(cfg, size=size)
     typer.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
 
 # ---------------------------------------------------------------------------------------------------- extraction
@@ -193,13 +198,17 @@ def train(
     amp: Annotated[Optional[bool], _Opt("--amp/--no-amp", help="bf16 autocast on CUDA.")] = None,
     benchmark: Annotated[Optional[str], _Opt(help="Split scheme in the cache, e.g. ntu120-xsub (default: the only one).")] = None,
     train_split: Annotated[Optional[str], _Opt(help="Training split (default: train).")] = None,
-    val_split: Annotated[Optional[str], _Opt(help="Validation split for best.pt; '' for none (default: test).")] = None,
+    val_split: Annotated[Optional[str], _Opt(help="Validation for best.pt: auto (carved from the training performers), a split of the cache, or '' for none (default: auto).")] = None,
+    val_fraction: Annotated[Optional[float], _Opt(help="auto validation: share of the training performers (or samples) held back (default 0.1).")] = None,
+    preload: Annotated[Optional[bool], _Opt("--preload/--no-preload", help="Decode the cached samples into memory once (small preset: on).")] = None,
     dim: Annotated[Optional[int], _Opt(help="Model width D.")] = None,
     depth: Annotated[Optional[int], _Opt(help="Layers per encoder/decoder stage.")] = None,
     heads: Annotated[Optional[int], _Opt(help="Attention heads.")] = None,
     dropout: Annotated[Optional[float], _Opt(help="Transformer dropout.")] = None,
     encoder: Annotated[Optional[str], _Opt(help="Encoder layer kind FF, FZ or FB (Table 4).")] = None,
     decoder: Annotated[Optional[str], _Opt(help="Decoder layer kind FF, FZ or FB (Table 4).")] = None,
+    norm: Annotated[Optional[str], _Opt(help="Layer norm placement: pre (default) or post (eq. 11-14 literally).")] = None,
+    temporal_embedding: Annotated[Optional[bool], _Opt("--temporal-embedding/--no-temporal-embedding", help="Learned per-frame embedding (default: on).")] = None,
     end_to_end: Annotated[Optional[bool], _Opt("--end-to-end/--cached", help="Fine-tune MC3-18 too, decoding video.")] = None,
     index: Annotated[Optional[str], _Opt(help="End-to-end: annotation index (default: next to the cache).")] = None,
     init: Annotated[Optional[str], _Opt(help="End-to-end: cache-stage checkpoint to start from.")] = None,
@@ -211,12 +220,14 @@ def train(
     """Stage 2: train STAR from the feature cache (or end to end from video); one line per epoch, then a summary."""
     from pipeline.train import format_result, run_training
 
-    model = {k: v for k, v in dict(dim=dim, depth=depth, heads=heads, dropout=dropout, encoder=encoder, decoder=decoder).items() if v is not None}
+    model = {k: v for k, v in dict(dim=dim, depth=depth, heads=heads, dropout=dropout, encoder=encoder, decoder=decoder,
+                                   norm=norm, temporal_embedding=temporal_embedding).items() if v is not None}
     overrides = dict(
         cache=from_cache, out=out, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, scheduler=scheduler,
         momentum=momentum, weight_decay=weight_decay, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing,
         grad_clip=grad_clip, hflip=hflip, joint_dropout=joint_dropout, seed=seed, workers=workers, device=device, amp=amp,
-        benchmark=benchmark, train_split=train_split, val_split=val_split, model=model or None, end_to_end=end_to_end,
+        benchmark=benchmark, train_split=train_split, val_split=val_split, val_fraction=val_fraction, preload=preload,
+        model=model or None, end_to_end=end_to_end,
         index=index, init=init, unfreeze_from=unfreeze_from, backbone_lr_scale=backbone_lr_scale,
         activation_checkpointing=activation_checkpointing,
     )
@@ -296,6 +307,7 @@ def demo(
     frames: Annotated[Optional[int], _Opt(hidden=True)] = None,
     frame_width: Annotated[Optional[int], _Opt(hidden=True, help="Width of the generated videos (height: 9/16 of it).")] = None,
     device: Annotated[str, _Opt(help="auto, cpu or cuda[:N].")] = "auto",
+    seed: Annotated[Optional[int], _Opt(help="Seeds the generated dataset and the training run [default: 0].")] = None,
 ) -> None:
     """Generate a dataset, extract (Prefect), train, evaluate and explain; write a report. README command #1."""
     _quiet_prefect(False)
@@ -304,7 +316,7 @@ def demo(
     from pipeline.demo import demo_config, run_demo, summary_table
 
     config = demo_config(workdir=workdir, compare_fattn=compare_fattn, device=device, samples_per_class=samples_per_class,
-                         classes=classes, epochs=epochs, size=size, frames=frames, frame_width=frame_width)
+                         classes=classes, epochs=epochs, size=size, frames=frames, frame_width=frame_width, seed=seed)
     console = Console()
     result = run_demo(config, console=console)
     console.print(summary_table(result))

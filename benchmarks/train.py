@@ -104,7 +104,7 @@ def loader_ratio(*, size: int, frames: int, batch: int, steps: int, workers: int
         write_seconds = time.perf_counter() - written
         dataset = CachedClips(path=path, split_name="bench-train")
         in_memory = list(DataLoader(dataset, batch_size=batch, num_workers=0))  # the very same batches
-        classifier, optimizer = _model(**model)
+        classifier, optimizer = _model(frames=frames, **model)
         ratios, memory_rates, cache_rates, startups = [], [], [], []
         for _ in range(reps):
             _, memory_rate = _steps(classifier, optimizer, in_memory)
@@ -135,7 +135,7 @@ def loader_ratio(*, size: int, frames: int, batch: int, steps: int, workers: int
 
 def paper_step(*, size: int, frames: int, batch: int, steps: int, model: dict) -> dict:
     """Time and peak RSS of one training step on in-memory inputs; run in its own process."""
-    classifier, optimizer = _model(**model)
+    classifier, optimizer = _model(frames=frames, **model)
     local_side, global_side = size // 8, size // 16
     generator = torch.Generator().manual_seed(0)
     data = {

@@ -53,6 +53,11 @@ OTHER_CLASSES = "other classes"
 # ----------------------------------------------------------------------------------------------- checkpoints
 
 
+# 2: ModelConfig gained norm, init, token_norm, temporal_embedding, frames and joint_position; format-1
+# checkpoints hold the post-LN, trunc-normal model without them and cannot be loaded into the current one.
+CHECKPOINT_FORMAT = 2
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint written by `pipeline.train` safely (tensors and plain containers only)."""
     path = Path(path)
@@ -65,6 +70,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise StarError(f"checkpoint {path} cannot be read ({type(err).__name__}: {first_line}): it is corrupt or not a STAR checkpoint") from err
     if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
         raise StarError(f"checkpoint {path} is not a STAR checkpoint (no model state or model config); use last.pt or best.pt from `star train`")
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise StarError(f"checkpoint {path} has format {state.get('format')}, written by an older STAR whose model this version "
+                        f"no longer builds (this version reads format {CHECKPOINT_FORMAT}): train it again with `star train`")
     return state
 
 

@@ -57,6 +57,7 @@ from pipeline.data import (
     ClipAugment,
     VideoClips,
     cache_split_name,
+    carve_validation,
     default_index_path,
     done_rows,
     frozen_backbone_from_fingerprint,
@@ -64,6 +65,7 @@ from pipeline.data import (
 )
 from pipeline.errors import StarError
 from pipeline.evaluate import (
+    CHECKPOINT_FORMAT,
     ClipClassifier,
     autocast_context,
     batch_to_device,
@@ -72,7 +74,7 @@ from pipeline.evaluate import (
     read_checkpoint,
 )
 
-CHECKPOINT_FORMAT = 1
+VAL_FROM_TRAIN = "auto"
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("none", "cosine")
 BACKBONE_STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
@@ -96,6 +98,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "label_smoothing": 0.1,
         "grad_clip": 1.0,
         "joint_dropout": 0.1,
+        "preload": True,
     },
 }
 
@@ -108,7 +111,12 @@ class TrainConfig:
     out: str = ""  # run directory: config.json, metrics.jsonl, tensorboard/, last.pt, best.pt
     benchmark: str = ""  # split scheme stored in the cache, e.g. "ntu120-xsub"; "" = the cache's only one
     train_split: str = "train"
-    val_split: str = "test"  # "" disables validation (and best.pt)
+    # Validation (chooses best.pt): "auto" carves `val_fraction` of the training performers (NTU) or samples out
+    # of the training split; a split name of the cache (e.g. "test") validates on that split; "" disables it.
+    # The test split is for `star evaluate`: choosing a checkpoint on it makes its test figure optimistic.
+    val_split: str = VAL_FROM_TRAIN
+    val_fraction: float = 0.1
+    preload: bool = False  # decode the cached training/validation samples into memory once (small caches)
     epochs: int = 300
     batch_size: int = 4  # global batch, divided among torchrun processes
     optimizer: str = "sgd"  # sgd | adamw
@@ -148,6 +156,7 @@ class TrainResult:
     last_metrics: dict[str, Any]
     last_checkpoint: str
     best_checkpoint: str | None
+    validation: str = "none"  # where val.* figures (and best.pt) come from
 
 
 # -------------------------------------------------------------------------------------------- configuration
@@ -208,9 +217,9 @@ def config_from_dict(values: dict[str, Any], *, source: str = "config") -> Train
     return cfg
 
 
-def model_config(cfg: TrainConfig, *, num_classes: int, persons: int, joints: int) -> ModelConfig:
+def model_config(cfg: TrainConfig, *, num_classes: int, persons: int, joints: int, frames: int) -> ModelConfig:
     """The model of a run: `cfg.model` overrides, with the sizes the data imposes (a conflicting override is an error)."""
-    imposed = {"num_classes": num_classes, "persons": persons, "joints": joints}
+    imposed = {"num_classes": num_classes, "persons": persons, "joints": joints, "frames": frames}
     conflicts = [f"{key}={cfg.model[key]} (the data has {value})" for key, value in imposed.items() if key in cfg.model and cfg.model[key] != value]
     if conflicts:
         raise StarError(f"model options {', '.join(conflicts)} contradict the cache; remove them, they are read from the cache")
@@ -235,6 +244,8 @@ def validate_config(cfg: TrainConfig) -> None:
     for name, value in positive.items():
         if value <= 0:
             raise StarError(f"{name} must be positive, got {value}")
+    if not 0.0 < cfg.val_fraction < 1.0:
+        raise StarError(f"val_fraction must be between 0 and 1 (exclusive), got {cfg.val_fraction}")
     for name in ("hflip", "joint_dropout", "label_smoothing", "min_lr_ratio"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise StarError(f"{name} must be between 0 and 1, got {getattr(cfg, name)}")
@@ -498,18 +509,25 @@ def _unfreeze_backbone(*, backbone: MC18Backbone, unfreeze_from: str) -> tuple[l
     return trainable, frozen
 
 
-def _datasets(*, cfg: TrainConfig, meta: CacheMeta) -> tuple[Dataset, Dataset | None, str]:
-    """Train and validation datasets (cached maps, or video in end-to-end mode) and the benchmark name."""
+def _datasets(*, cfg: TrainConfig, meta: CacheMeta) -> tuple[Dataset, Dataset | None, str, str]:
+    """Train and validation datasets (cached maps, or video in end-to-end mode), the benchmark name and where the
+    validation samples come from."""
     cache = FeatureCache.open(meta.path, mode="r")
     train_name = cache_split_name(cache, benchmark=cfg.benchmark, split=cfg.train_split)
     benchmark = train_name.removesuffix(f"-{cfg.train_split}") if train_name != cfg.train_split else ""
     names = {"train": train_name}
-    if cfg.val_split:
+    if cfg.val_split and cfg.val_split != VAL_FROM_TRAIN:
         names["val"] = cache_split_name(cache, benchmark=benchmark, split=cfg.val_split)
+    ids = {role: cache.sample_ids[done_rows(cache, split_name=name)] for role, name in names.items()}
     for role, name in names.items():
-        if not done_rows(cache, split_name=name).size:
+        if not ids[role].size:
             hint = "; or pass --val-split '' to train without validation" if role == "val" else ""
             raise StarError(f"the cache {meta.path} has no extracted (done) samples in split {name!r}: run `star extract` to fill it{hint}")
+    validation = f"split {names['val']}" if "val" in names else "none"
+    if cfg.val_split == VAL_FROM_TRAIN:
+        ids["train"], ids["val"] = carve_validation(ids["train"], fraction=cfg.val_fraction)
+        names["val"] = train_name
+        validation = f"{len(ids['val'])} samples carved from split {train_name} ({cfg.val_fraction:g} of its performers)"
     augment = ClipAugment(hflip=cfg.hflip, joint_dropout=cfg.joint_dropout)
     built: dict[str, Dataset] = {}
     for role, name in names.items():
@@ -518,14 +536,14 @@ def _datasets(*, cfg: TrainConfig, meta: CacheMeta) -> tuple[Dataset, Dataset | 
             index_path = Path(cfg.index) if cfg.index else default_index_path(cache_path=meta.path, dataset=str(meta.fingerprint.get("dataset", "")))
             if not index_path.is_file():
                 raise StarError(f"end-to-end training decodes video through the annotation index, and {index_path} does not exist: pass --index")
-            ids = cache.sample_ids[done_rows(cache, split_name=name)]
             built[role] = VideoClips(
-                index_path=index_path, sample_ids=ids, spec=meta.clip_spec, jitter=train_role,
+                index_path=index_path, sample_ids=ids[role], spec=meta.clip_spec, jitter=train_role,
                 augment=augment if train_role else None, layout=meta.layout, seed=cfg.seed,
             )
         else:
-            built[role] = CachedClips(path=meta.path, split_name=name, augment=augment if train_role else None, layout=meta.layout, seed=cfg.seed)
-    return built["train"], built.get("val"), benchmark
+            built[role] = CachedClips(path=meta.path, split_name=name, sample_ids=ids[role], preload=cfg.preload,
+                                      augment=augment if train_role else None, layout=meta.layout, seed=cfg.seed)
+    return built["train"], built.get("val"), benchmark, validation
 
 
 def _make_loader(*, dataset: Dataset, cfg: TrainConfig, ctx: DistContext, shuffle: bool) -> DataLoader:
@@ -658,8 +676,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
     init = read_checkpoint(cfg.init) if cfg.init and checkpoint is None else None
     if init is not None:
         check_fingerprint(expected=init["fingerprint"], actual=meta.fingerprint, what=f"--init {cfg.init}")
-    train_set, val_set, benchmark = _datasets(cfg=cfg, meta=meta)
-    model_cfg = model_config(cfg, num_classes=len(meta.class_names), persons=meta.persons, joints=meta.joints)
+    train_set, val_set, benchmark, validation = _datasets(cfg=cfg, meta=meta)
+    model_cfg = model_config(cfg, num_classes=len(meta.class_names), persons=meta.persons, joints=meta.joints,
+                             frames=meta.clip_spec.frames)
     if init is not None and init["model_config"] != dataclasses.asdict(model_cfg):
         raise StarError(f"--init {cfg.init} holds a model of another shape ({_config_diff(init['model_config'], dataclasses.asdict(model_cfg))}); pass the same [model] options it was trained with")
     cfg = dataclasses.replace(cfg, model=dataclasses.asdict(model_cfg), benchmark=benchmark)
@@ -740,6 +759,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
                     "fingerprint": meta.fingerprint,
                     "class_names": meta.class_names,
                     "benchmark": benchmark,
+                    "validation": validation,
                     "world_size": ctx.world_size,
                 }
                 if backbone is not None:
@@ -762,6 +782,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
         last_metrics=record,
         last_checkpoint=str(last_path),
         best_checkpoint=str(best_path) if best_top1 is not None else None,
+        validation=validation,
     )
 
 
@@ -809,7 +830,7 @@ def run_training(
 def format_result(result: TrainResult) -> str:
     """What `star train` prints when it is done."""
     metrics = result.last_metrics
-    lines = [f"trained {result.epochs_completed} epochs into {result.run_dir}"]
+    lines = [f"trained {result.epochs_completed} epochs into {result.run_dir}", f"  validation (val.*, best.pt): {result.validation}"]
     if "train.loss" in metrics:
         lines.append(f"  last epoch: loss {metrics['train.loss']:.4f}, train top-1 {metrics['train.top1']:.1%}" + (f", val top-1 {metrics['val.top1']:.1%}" if "val.top1" in metrics else ""))
     if result.best_top1 is not None:

@@ -240,7 +240,8 @@ def test_video_clips_reproduce_the_cached_clip(tmp_path):
     video = VideoClips(index_path=index, sample_ids=cached.sample_ids, spec=meta.clip_spec)
     assert len(video) == len(cached) == 4 and video.labels.tolist() == cached.labels.tolist()
     backbone = frozen_backbone_from_fingerprint(meta.fingerprint)
-    star = build_model(ModelConfig(num_classes=len(meta.class_names), persons=meta.persons, joints=meta.joints, dim=32, depth=1, heads=2))
+    star = build_model(ModelConfig(num_classes=len(meta.class_names), persons=meta.persons, joints=meta.joints, dim=32, depth=1, heads=2,
+                                  frames=meta.clip_spec.frames))
     model = ClipClassifier(star=star, backbone=backbone).eval()
     for i in range(len(video)):
         from_cache, from_video = cached[i], video[i]

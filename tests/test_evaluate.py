@@ -141,6 +141,21 @@ def test_read_checkpoint_errors(tmp_path):
         read_checkpoint(foreign)
 
 
+def test_a_checkpoint_of_the_post_ln_model_before_the_learning_fixes_is_refused_clearly(trained, tmp_path):
+    """Format 1 (no norm / init / token_norm / temporal_embedding in its model config): a clear message, no shape error."""
+    cache, checkpoint = trained
+    old = torch.load(checkpoint, weights_only=True)
+    old["format"] = 1
+    old["model_config"] = {k: v for k, v in old["model_config"].items()
+                           if k not in ("norm", "init", "token_norm", "temporal_embedding", "frames", "joint_position")}
+    path = tmp_path / "old.pt"
+    torch.save(old, path)
+    with pytest.raises(StarError, match="has format 1, written by an older STAR"):
+        read_checkpoint(path)
+    result = _star("evaluate", "--checkpoint", path, "--cache", cache, "--workers", 0)
+    assert result.exit_code == 1 and "format 1" in result.output and len(result.output.strip().splitlines()) == 1
+
+
 # ----------------------------------------------------------------------------------------------- star evaluate
 
 

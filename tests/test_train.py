@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from typer.testing import CliRunner
 
 from cli import app
-from pipeline.data import frozen_backbone_from_fingerprint
+from pipeline.data import carve_validation, frozen_backbone_from_fingerprint
 from pipeline.errors import StarError
 from pipeline.evaluate import evaluate_checkpoint
 from pipeline.train import PRESETS, TrainConfig, lr_factor, resolve_config
@@ -104,9 +104,9 @@ def test_warmup_then_cosine():
 def test_tiny_run_learns_and_fills_the_run_directory(toy_cache_path, tmp_path):
     out = tmp_path / "run"
     result = star("train", "--from-cache", toy_cache_path, "--out", out, "--preset", "small", "--epochs", 12, "--batch-size", 8,
-                  "--lr", 3e-3, "--warmup-epochs", 1, "--workers", 0, "--no-progress", *TINY_MODEL)
+                  "--lr", 3e-3, "--warmup-epochs", 1, "--workers", 0, "--no-progress", "--val-split", "test", *TINY_MODEL)
     assert result.exit_code == 0, result.output
-    assert "best val top-1" in result.output
+    assert "best val top-1" in result.output and "validation (val.*, best.pt): split toy-xsub-test" in result.output
     lines = run_lines(out / "metrics.jsonl")
     assert [line["epoch"] for line in lines] == list(range(12))
     assert lines[-1]["train.loss"] < lines[0]["train.loss"] - 0.3
@@ -131,6 +131,36 @@ def test_tiny_run_learns_and_fills_the_run_directory(toy_cache_path, tmp_path):
     # The written config is a valid config file: it reproduces the run's settings.
     again = resolve_config(overrides={}, config_file=out / "config.json")
     assert again.lr == 3e-3 and again.model["dim"] == 32
+
+
+# ----------------------------------------------------------------------------------------------- validation
+
+
+def test_validation_is_carved_from_the_training_performers():
+    ids = [f"S001C001P{p:03d}R001A{a:03d}" for p in (1, 2, 4, 5, 8) for a in (1, 2, 3)]
+    train, val = carve_validation(ids, fraction=0.2)
+    performers = lambda names: {name[8:12] for name in names}  # noqa: E731
+    assert len(performers(val)) == 1 and not performers(train) & performers(val)  # one whole performer, nobody in both
+    assert sorted(train + val) == sorted(ids) and len(val) == 3
+    assert carve_validation(list(reversed(ids)), fraction=0.2)[1] == sorted(val, reverse=True)  # a function of the ids
+    # Names without performers, or a single performer: whole samples.
+    assert len(carve_validation([f"clip{i}" for i in range(10)], fraction=0.3)[1]) == 3
+    assert len(carve_validation([f"S001C001P001R001A{a:03d}" for a in range(1, 11)], fraction=0.1)[1]) == 1
+    with pytest.raises(StarError, match="cannot carve a validation split from 1 training sample"):
+        carve_validation(["S001C001P001R001A001"], fraction=0.1)
+
+
+def test_default_validation_never_touches_the_test_split(toy_cache_path, tmp_path):
+    out = tmp_path / "run"
+    assert TrainConfig().val_split == "auto"
+    result = star("train", "--from-cache", toy_cache_path, "--out", out, "--epochs", 1, "--workers", 0, "--no-progress", *TINY_MODEL)
+    assert result.exit_code == 0, result.output
+    assert "validation (val.*, best.pt): 2 samples carved from split toy-xsub-train (0.1 of its performers)" in result.output
+    # The toy cache: 16 training samples of 16 performers (P000-P023), 8 test samples; 10 % of 16 performers -> 2.
+    assert run_lines(out / "metrics.jsonl")[-1]["val.samples"] == 2
+    assert json.loads((out / "config.json").read_text())["val_split"] == "auto"
+    _one_line_error(star("train", "--from-cache", toy_cache_path, "--out", tmp_path / "bad", "--val-fraction", 1.5),
+                    "val_fraction must be between 0 and 1")
 
 
 # ----------------------------------------------------------------------------------------------- resume
