@@ -243,8 +243,8 @@ def check_preload_fits(cache: FeatureCache, *, rows: int) -> None:
     sample_bytes = 4 * sum(int(np.prod(shape)) for shape in cache.layout.sample_shapes().values())
     needed, physical = rows * sample_bytes, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if needed > physical // 2:
-        raise StarError(f"preloading {rows} cached samples needs {needed / 2**30:.1f} GiB, more than half of this machine's "
-                        f"{physical / 2**30:.1f} GiB: train with --no-preload to read them from the cache each epoch")
+        raise StarError(f"preloading {rows} cached samples needs {needed / 2**20:,.0f} MiB, more than half of this machine's "
+                        f"{physical / 2**20:,.0f} MiB: train with --no-preload to read them from the cache each epoch")
 
 
 class CachedClips(Dataset):

@@ -55,6 +55,8 @@ DEPTH_FOCAL, DEPTH_CENTRE = 365.0, (256.0, 212.0)  # a Kinect v2-like 512x424 de
 
 # Default classes: real NTU actions whose official names describe what the figure does.
 SYNTHETIC_ACTIONS = (10, 23, 24, 27, 35, 59, 80, 95, 97, 99)
+# Classes drawn as exact time reverses of each other: a model blind to frame order cannot separate them.
+TIME_REVERSED_PAIRS = ((8, 9),)  # sitting down / standing up (from sitting position)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -424,8 +426,36 @@ def motion_jump_rope(t, u, speed, rng):
     return [Actor(pose, _still(len(t)))]
 
 
+def motion_sitting_down(t, u, speed, rng):
+    pose = neutral_pose(len(t))
+    start = rng.uniform(0.1, 0.25)
+    seated = _smoothstep(u, start, start + 0.45 / speed)  # 0 standing -> 1 seated on an (invisible) chair
+    lean = np.sin(np.pi * seated)  # the torso leans forward while the weight moves, upright at both ends
+    for side in "lr":
+        pose[f"{side}_th_f"] = 88 * seated
+        pose[f"{side}_th_a"] = 3 + 7 * seated
+        pose[f"{side}_sh_f"] = -4 * seated
+        pose[f"{side}_up_f"] = 15 * seated + 30 * lean
+        pose[f"{side}_fo_f"] = 12 + 45 * seated + 20 * lean  # hands come to rest on the thighs
+    pose["bend"] = 8 * seated + 32 * lean
+    return [Actor(pose, _still(len(t)))]
+
+
+def time_reversed(motion: Motion) -> Motion:
+    """The exact reverse of `motion` (same draws, frames in the opposite order): e.g. standing up from sitting down."""
+
+    def reversed_motion(t, u, speed, rng):
+        actors = motion(t, u, speed, rng)
+        return [Actor({name: angles[::-1].copy() for name, angles in actor.pose.items()}, actor.position[::-1].copy(),
+                      body_offset=actor.body_offset) for actor in actors]
+
+    return reversed_motion
+
+
 Motion = Callable[[np.ndarray, np.ndarray, float, np.random.Generator], list[Actor]]
 NTU_MOTIONS: dict[int, Motion] = {
+    8: motion_sitting_down,  # sitting down
+    9: time_reversed(motion_sitting_down),  # standing up (from sitting position)
     10: motion_clapping,  # clapping
     23: motion_hand_waving,  # hand waving
     24: motion_kicking,  # kicking something

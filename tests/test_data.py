@@ -6,6 +6,7 @@ evaluation and DDP tests import it from here.
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import numpy as np
@@ -141,6 +142,23 @@ def test_cached_clips_reads_only_done_samples_of_the_split(toy_cache):
     stored = toy_cache.read(int(train.rows[0]))
     assert torch.equal(item["global"], torch.from_numpy(stored["global"]))
     assert int(item["label"]) == stored["label"]
+
+
+def test_preloaded_and_subset_clips_equal_the_read_ones(toy_cache, monkeypatch):
+    split = f"{TOY_BENCHMARK}-train"
+    read = CachedClips(path=toy_cache.path, split_name=split, augment=ClipAugment(joint_dropout=0.3))
+    wanted = read.sample_ids[::3]
+    subset = CachedClips(path=toy_cache.path, split_name=split, sample_ids=wanted, preload=True, augment=ClipAugment(joint_dropout=0.3))
+    assert subset.sample_ids.tolist() == wanted.tolist() and subset._cache is not None
+    for epoch in (0, 1):  # augmentation of a preloaded sample works on a copy: the next epoch starts clean
+        read.set_epoch(epoch)
+        subset.set_epoch(epoch)
+        for i, row in enumerate(subset.rows):
+            a, b = subset[i], read[int(np.flatnonzero(read.rows == row)[0])]
+            assert all(torch.equal(a[key], b[key]) for key in a)
+    monkeypatch.setattr(os, "sysconf", lambda name: {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 64}[name])  # a 256 KiB machine
+    with pytest.raises(StarError, match="preloading 17 cached samples needs 2 MiB, more than half of this machine.s 0 MiB: train with --no-preload"):
+        CachedClips(path=toy_cache.path, split_name=split, preload=True)
 
 
 def test_cached_clips_pickles_without_a_store_and_loads_in_worker_processes(toy_cache):

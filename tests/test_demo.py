@@ -104,6 +104,21 @@ def test_demo_rerun_reuses_dataset_cache_and_training(demo_runs):
     assert len(list((workdir / "runs").iterdir())) == 1  # one training run directory, reused
 
 
+def test_demo_learns_on_a_reduced_configuration(tmp_path):
+    """Not just plumbing: 4 classes (chance 25 %), 24 clips each, 32 px, T = 8, 40 epochs; held-out top-1 of last.pt."""
+    args = ["--samples-per-class", "24", "--classes", "4", "--epochs", "40", "--size", "32", "--frames", "8", "--frame-width", "96"]
+    result = CliRunner().invoke(app, ["demo", "--workdir", str(tmp_path), *args])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    held = metrics["held_out"]
+    assert held["checkpoint"].endswith("last.pt") and held["split"] == "ntu120-xsub-test" and held["clips"] == 32
+    assert held["top1"] >= 0.75, held
+    # Validation (best.pt) came from the training subjects, never from the held-out ones.
+    dataset = metrics["dataset"]
+    assert dataset["validation_subjects"] and set(dataset["validation_subjects"]) <= set(dataset["train_subjects"])
+    assert not set(dataset["validation_subjects"]) & set(dataset["held_out_subjects"])
+
+
 def test_demo_options_are_checked(tmp_path):
     with pytest.raises(StarError, match="--classes"):
         demo_config(workdir=tmp_path, classes=1)

@@ -207,3 +207,19 @@ def test_bad_requests(tmp_path):
         generate_ntu_dataset(tmp_path, actions=(1,))
     with pytest.raises(StarError, match="add subjects or cameras"):
         generate_ntu_dataset(tmp_path, samples_per_class=13, subjects=(1,), cameras=(1, 2, 3))
+
+
+def test_time_reversed_classes_are_exact_reverses():
+    """Standing up is sitting down played backwards: same draws, every joint angle and position in reverse order."""
+    from pipeline.synthetic import NTU_MOTIONS, TIME_REVERSED_PAIRS
+
+    t = np.arange(70) / 30.0
+    u = np.linspace(0.0, 1.0, 70)
+    for forward, backward in TIME_REVERSED_PAIRS:
+        (ahead,) = NTU_MOTIONS[forward](t, u, 1.1, np.random.default_rng(5))
+        (behind,) = NTU_MOTIONS[backward](t, u, 1.1, np.random.default_rng(5))
+        assert ahead.pose.keys() == behind.pose.keys()
+        for name, angles in ahead.pose.items():
+            np.testing.assert_array_equal(behind.pose[name], angles[::-1])
+        np.testing.assert_array_equal(behind.position, ahead.position[::-1])
+        assert ahead.pose["l_th_f"][0] < 10 < 80 < ahead.pose["l_th_f"][-1]  # standing at the start, seated at the end
