@@ -86,15 +86,10 @@ class ModelConfig:
                 raise StarError(f"model option {name} must be a positive integer, got {getattr(self, name)}.")
         if self.dim % self.heads:
             raise StarError(f"model width dim={self.dim} is not divisible by heads={self.heads}.")
-        for name in ("encoder", "decoder"):
-            if getattr(self, name) not in LAYER_KINDS:
-                raise StarError(f"{name}={getattr(self, name)!r} is not a STAR layer kind; use one of {LAYER_KINDS}.")
-        if self.norm not in NORMS:
-            raise StarError(f"norm={self.norm!r} is not a layer norm placement; use one of {NORMS}.")
-        if self.init not in INITS:
-            raise StarError(f"init={self.init!r} is not a weight initialisation; use one of {INITS}.")
-        if self.joint_position not in JOINT_POSITIONS:
-            raise StarError(f"joint_position={self.joint_position!r} is not a joint position encoding; use one of {JOINT_POSITIONS}.")
+        choices = {"encoder": LAYER_KINDS, "decoder": LAYER_KINDS, "norm": NORMS, "init": INITS, "joint_position": JOINT_POSITIONS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise StarError(f"model option {name}={getattr(self, name)!r} is not one of {', '.join(allowed)}.")
         if not 0.0 <= self.dropout < 1.0:
             raise StarError(f"dropout must be in [0, 1), got {self.dropout}.")
         if self.mlp_ratio <= 0 or self.heatmap_sigma <= 0:
