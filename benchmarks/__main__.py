@@ -28,8 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from benchmarks.learning import SECTION as LEARNING_SECTION
+
 HERE = Path(__file__).resolve().parent
-NOT_BENCHMARKS = {"__init__", "__main__"}
+# learning.py trains 45 models (about an hour on 2 CPU cores): it runs on its own and writes its own section of
+# RESULTS.md, which this runner keeps when it rewrites the file.
+NOT_BENCHMARKS = {"__init__", "__main__", "learning"}
 
 
 @dataclass(frozen=True)
@@ -274,7 +278,9 @@ def write_results(runs: list[Run], *, out: Path, quick: bool, machine_info: dict
     for run in runs:
         lines += [f"### {run.name}", "", f"`{run.command}` (from the repository root; exit {run.exit_code}, {run.seconds:.0f} s)",
                   "", "```text", run.output.rstrip(), "```", ""]
-    out.write_text("\n".join(lines))
+    previous = out.read_text() if out.is_file() else ""
+    kept = previous[previous.find(LEARNING_SECTION):] if LEARNING_SECTION in previous else ""
+    out.write_text("\n".join(lines) + ("\n" + kept if kept else ""))
     return out
 
 
