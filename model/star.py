@@ -27,7 +27,7 @@ Defaults for what the paper leaves open (`ModelConfig`):
   only "MLP".
 
 Options that make STAR learn at every width, each with the paper-literal (or pre-change) setting one
-value away (README, "Design choices", has the measurements):
+value away (README, "Making STAR learn", has the measurements):
 - norm = "pre": pre-LN layers and a final LayerNorm before pooling; "post" is eq. (11)-(14) literally.
 - init = "fan_in": PyTorch's default Linear init, uniform in +-1/sqrt(fan_in), which keeps the signal's
   scale at any width, and a unit-scale joint slot embedding (model/tokens.py); "vit" is ViT's

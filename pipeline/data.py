@@ -226,7 +226,7 @@ def carve_validation(sample_ids: np.ndarray | list[str], *, fraction: float) -> 
     """
     ids = [str(sample_id) for sample_id in sample_ids]
     names = [SAMPLE_NAME.fullmatch(sample_id) for sample_id in ids]
-    groups = [f"P{int(name.group(3))}" if name else sample_id for sample_id, name in zip(ids, names)] if all(names) else ids
+    groups = [f"P{int(name.group(3))}" for name in names] if all(names) else ids
     if len(set(groups)) < 2:
         groups = ids
     unique = sorted(set(groups))
@@ -266,8 +266,7 @@ class CachedClips(Dataset):
         self.split_name = split_name
         self.rows = done_rows(cache, split_name=split_name)
         if sample_ids is not None:  # a subset of the split, e.g. the training subjects left after a validation carve
-            wanted = set(map(str, sample_ids))
-            self.rows = self.rows[np.isin(cache.sample_ids[self.rows].astype(str), list(wanted))]
+            self.rows = self.rows[np.isin(cache.sample_ids[self.rows].astype(str), np.asarray(sample_ids).astype(str))]
         self.labels = cache.labels[self.rows]
         self.sample_ids = cache.sample_ids[self.rows]
         self.augment = augment if augment is not None and augment.active else None
