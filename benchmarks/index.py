@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.datasets.ntu_skeleton import read_ntu_skeleton
+from pipeline.datasets.ntu_skeleton import KINECT_COLOR_SIZE, read_ntu_skeleton
 from pipeline.index import build_index
 from pipeline.synthetic import generate_ntu_dataset
 
@@ -51,7 +51,7 @@ def bench_parser(folder: Path, *, files: int, frames: int) -> float:
     for _ in range(3):
         started = time.perf_counter()
         for path in paths:
-            read_ntu_skeleton(path)
+            read_ntu_skeleton(path, frame_size=KINECT_COLOR_SIZE)
         best = min(best, time.perf_counter() - started)
     rate = files / best
     print(f"skeleton parser: {files} files x {frames} frames x 1 body ({size / 1024:.0f} KB each): "

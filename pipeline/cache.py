@@ -1,4 +1,4 @@
-"""The feature cache of `star extract`: one zarr v3 group per dataset and extraction config (issue 4, "The cache").
+"""The feature cache of `star extract`: one zarr v3 group per dataset and extraction config.
 
 Stage 1 stores, per clip, the frozen MC3-18 layer3 ("local") and layer4 ("global") maps, the joint heatmaps and the
 joints; stage 2 trains from it. Layout of the group (N = samples indexed, U = `unit_size`):
@@ -10,11 +10,13 @@ joints; stage 2 trains from it. Layout of the group (N = samples indexed, U = `u
     *_scale    (N, T, channels)     float32, 8-bit mode only: value = uint8 * scale[sample, frame, channel]
     status     (N,) uint8           0 pending, 1 done, 2 failed;    chunk = 1 work unit
     failure    (N,) str             reason of a failed sample;      chunk = 1 work unit
+    pose_coverage (N,) float32      share of the clip's visible joints whose heat-map peak lies on the local map
+                                    (NaN: no visible joint, all heat maps empty); chunk = 1 work unit
     label (N,) int64, sample_id (N,) str, splits/<name> (N,) bool   written by the coordinating process only
 
 Work unit k owns samples [k*U, (k+1)*U): exactly one shard of every data array and one chunk of `status` and
 `failure`, so concurrent writers (threads, processes, Dask workers) never share a file; zarr silently loses data when
-two writers rewrite one shard (ecosystem notes).
+two writers rewrite one shard.
 
 Crash safety. `write_unit` writes every data array of the unit in one call per array, then the failure reasons, then
 `status` last. zarr's LocalStore writes each shard/chunk to a `*.partial` file and renames it, so each file is replaced
@@ -52,7 +54,8 @@ from zarr.core.sync import sync
 
 from pipeline.errors import StarError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: pose_coverage
+MOSTLY_EMPTY_COVERAGE = 0.5  # a done clip whose pose_coverage is below this has mostly empty joint heat maps
 MAP_NAMES = ("local", "global", "heatmaps")  # float maps, quantized in 8-bit mode
 FEATURE_NAMES = (*MAP_NAMES, "joints")  # the keys of one sample's result and of `read`
 DEFAULT_UNIT_SIZE = 32  # 32 clips at T=16, 224x224 hold ~350 MB of float16 maps in the writer's memory
@@ -122,6 +125,8 @@ class CacheInfo:
     unit_size: int
     bytes_on_disk: int
     partial_files: int  # *.partial leftovers of killed writes
+    empty_heatmaps: int = 0  # done clips without any joint on the local map (pose_coverage 0 or NaN)
+    mostly_empty_heatmaps: int = 0  # done clips with 0 < pose_coverage < MOSTLY_EMPTY_COVERAGE
 
     @property
     def bytes_per_done_clip(self) -> float | None:
@@ -139,6 +144,7 @@ class CacheInfo:
             f"  size on disk: {_human_bytes(self.bytes_on_disk)}"
             + (f" ({_human_bytes(per_clip)} per done clip)" if per_clip is not None else ""),
         ]
+        lines.append(f"  joint heat maps: {heatmap_report(self.empty_heatmaps, self.mostly_empty_heatmaps)}")
         if self.partial_files:
             lines.append(f"  {self.partial_files} *.partial file(s) left by interrupted writes: harmless; "
                          "`FeatureCache.remove_partial_files()` deletes them when no extraction is running")
@@ -240,6 +246,23 @@ class FeatureCache:
         cache._group, cache._meta = group, _read_meta(group, cache._path)
         cache._append_samples(ids, label_values, masks)
         return cache
+
+    @classmethod
+    def check_target(cls, path: str | os.PathLike[str], *, fingerprint: Mapping[str, Any], layout: CacheLayout,
+                     quantize: bool) -> None:
+        """Refuse an existing local `path` that `create_or_open` could not extend: not a folder, not a STAR cache,
+        damaged, or built with another fingerprint. A missing path or an empty folder is fine. Reads only."""
+        text = os.fspath(path)
+        if "://" in _normalize_path(text):
+            return  # remote stores are checked when opened
+        local = _normalize_path(text)
+        if not os.path.exists(local) or (os.path.isdir(local) and not os.listdir(local)):
+            return
+        if not os.path.isdir(local):
+            raise StarError(f"{local} is a file, not a feature cache folder: choose another --out")
+        meta = _read_meta(cls.open(local)._root(), local)
+        _check_fingerprint(meta, requested=_json_roundtrip(dict(fingerprint)), layout=layout, quantize=quantize,
+                           path=local)
 
     def _store(self) -> zarr.abc.store.Store:
         read_only = self._mode == "r"
@@ -414,11 +437,14 @@ class FeatureCache:
             joints[row - start] = sample["joints"]
         self._array("joints")[start:stop] = joints
 
+        coverage = self._array("pose_coverage")[start:stop]
         reasons = self._array("failure")[start:stop]
-        for row in features:
+        for row, sample in features.items():
             status[row - start], reasons[row - start] = SampleStatus.DONE, ""
+            coverage[row - start] = pose_coverage(sample["joints"], map_hw=self.layout.local_shape[1:])
         for row, reason in failures.items():
-            status[row - start], reasons[row - start] = SampleStatus.FAILED, reason
+            status[row - start], reasons[row - start], coverage[row - start] = SampleStatus.FAILED, reason, np.nan
+        self._array("pose_coverage")[start:stop] = coverage
         self._array("failure")[start:stop] = reasons
         self._array("status")[start:stop] = status  # the commit point of the unit: written last
 
@@ -461,16 +487,23 @@ class FeatureCache:
         sample["label"] = int(self.labels[index])
         return sample
 
+    def pose_coverage(self) -> np.ndarray:
+        """(N,) float32: share of each clip's visible joints on the local map; NaN when none (or not done)."""
+        return self._array("pose_coverage")[: self.n_samples]
+
     def info(self) -> CacheInfo:
         """Counts, failures, configuration and bytes on disk (all files of the store, leftovers included)."""
         status = self.status()
+        coverage = self.pose_coverage()[status == SampleStatus.DONE]
         total_bytes, partial_files = sync(_store_usage(self._root().store))
         return CacheInfo(
             path=self._path, samples=self.n_samples,
             done=int(np.sum(status == SampleStatus.DONE)), failed=int(np.sum(status == SampleStatus.FAILED)),
             pending=int(np.sum(status == SampleStatus.PENDING)), failures=tuple(self.failures()),
             fingerprint=self.fingerprint, layout=self.layout, quantize=self.quantize, unit_size=self.unit_size,
-            bytes_on_disk=total_bytes, partial_files=partial_files)
+            bytes_on_disk=total_bytes, partial_files=partial_files,
+            empty_heatmaps=int(np.sum(~(coverage > 0))),
+            mostly_empty_heatmaps=int(np.sum((coverage > 0) & (coverage < MOSTLY_EMPTY_COVERAGE))))
 
     # ------------------------------------------------------------------ growth (coordinating process only)
 
@@ -533,7 +566,7 @@ class FeatureCache:
         self._labels = self._sample_ids = None
 
     def _row_array_names(self) -> list[str]:
-        names = [*FEATURE_NAMES, "status", "failure", "label", "sample_id"]
+        names = [*FEATURE_NAMES, "status", "failure", "pose_coverage", "label", "sample_id"]
         if self.quantize:
             names += [f"{name}_scale" for name in MAP_NAMES]
         return names + [f"splits/{name}" for name in self.split_names]
@@ -593,6 +626,8 @@ def _create_group(store: zarr.abc.store.Store, *, layout: CacheLayout, unit_size
                        compressors=ZstdCodec(), chunk_key_encoding=_CHUNK_KEYS)
     group.create_array("failure", shape=(0,), chunks=(unit_size,), dtype=str, fill_value="",
                        chunk_key_encoding=_CHUNK_KEYS)
+    group.create_array("pose_coverage", shape=(0,), chunks=(unit_size,), dtype=np.float32, fill_value=np.nan,
+                       compressors=ZstdCodec(), chunk_key_encoding=_CHUNK_KEYS)
     group.create_array("label", shape=(0,), chunks=(_METADATA_CHUNK,), dtype=np.int64, fill_value=-1,
                        compressors=ZstdCodec(), chunk_key_encoding=_CHUNK_KEYS)
     group.create_array("sample_id", shape=(0,), chunks=(_METADATA_CHUNK,), dtype=str, fill_value="",
@@ -676,6 +711,25 @@ def _checked_features(row: int, result: Mapping[str, Any], shapes: Mapping[str, 
                 raise ValueError(f"row {row}: '{name}' exceeds the float16 range")
         sample[name] = values
     return sample
+
+
+def pose_coverage(joints: np.ndarray, *, map_hw: Sequence[int]) -> float:
+    """Share of visible joints (confidence > 0) of one clip's (T, P, J, 3) cell-unit joints that lie on the
+    h' x w' local map, i.e. whose Gaussian heat map has its peak inside it; NaN when no joint is visible."""
+    height, width = map_hw
+    visible = joints[..., 2] > 0
+    if not visible.any():
+        return float("nan")
+    x, y = joints[..., 0][visible], joints[..., 1][visible]
+    return float(np.mean((x >= 0) & (x < width) & (y >= 0) & (y < height)))
+
+
+def heatmap_report(empty: int, mostly_empty: int) -> str:
+    """One phrase for the extraction summary and `star cache info`."""
+    if not empty and not mostly_empty:
+        return "every done clip has its visible joints on the map"
+    return (f"{empty} done clip(s) empty, {mostly_empty} mostly empty (under {MOSTLY_EMPTY_COVERAGE:.0%} of the "
+            "visible joints on the map): check that the poses are in the videos' pixel space")
 
 
 def _checked_reason(row: int, reason: str) -> str:

@@ -27,14 +27,13 @@ import numpy as np
 import torch
 
 from model.rollout import attention_rollout
-from pipeline.clips import usable_frames
 from pipeline.datasets.layouts import BUILTIN_LAYOUTS, JointLayout, layout_from_spec
 from pipeline.errors import StarError
 from pipeline.evaluate import fingerprint_differences, load_trained_model, read_checkpoint
-from pipeline.extract import ClipSpec, load_clip, resolve_device
+from pipeline.extract import ClipSpec, resolve_device
 from pipeline.plots import ImportanceSeries, plot_frame_importance, skeleton_box
-from pipeline.predict import ClassScore, read_pose
-from pipeline.video import probe_video, read_frames
+from pipeline.predict import ClassScore, clip_of_video
+from pipeline.video import read_frames
 
 JSON_NAME = "explain.json"
 PNG_NAME = "frame_importance.png"
@@ -122,10 +121,8 @@ def explain(
     fingerprint, model_cfg = states[-1]["fingerprint"], states[-1]["model_config"]
     layout = layout_from_spec(fingerprint["layout"], where=f"joint layout of {checkpoint}")
     spec = ClipSpec(frames=int(fingerprint["frames"]), size=int(fingerprint["input_size"]), crop=str(fingerprint["crop"]))
-    skeleton = read_pose(pose, layout=layout, persons=int(model_cfg["persons"]))  # (frames, P, J, 3) original pixels
-    info = probe_video(Path(video))
-    clip = load_clip(video=Path(video), skeleton=skeleton, usable_frames=usable_frames(info.frames, skeleton.shape[0]),
-                     frame_size=(info.width, info.height), spec=spec)
+    clip, skeleton, info = clip_of_video(video=video, pose=pose, layout=layout, persons=int(model_cfg["persons"]),
+                                         spec=spec)  # skeleton: (frames, P, J, 3) video pixels
     torch_device = resolve_device(device)
     video_batch = torch.from_numpy(clip.frames).permute(0, 3, 1, 2)[None].to(torch_device)  # (1, T, 3, S, S)
     joints_batch = torch.from_numpy(clip.joints.reshape(spec.frames, -1, 3))[None].to(torch_device)  # (1, T, P*J, 3)

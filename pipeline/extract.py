@@ -1,5 +1,7 @@
-"""Stage 1 as plain functions (issue 4): from an annotation index to a feature cache, one work unit at a time.
+"""Stage 1 as plain functions: from an annotation index to a feature cache, one work unit at a time.
 
+    preflight(cfg)        read every input the run depends on (dataset files, an existing index, cache or weights
+                          file) and refuse a broken one in one line, before anything is written
     prepare(cfg)          build or refresh the HDF5 index, create/open/grow the zarr cache, list pending units
     UnitExtractor.run(k)  decode the T clip frames of unit k's pending samples (threads), crop/resize them and map
                           the joints through the same transform, run the frozen MC3-18 in batches, build the joint
@@ -33,11 +35,13 @@ import numpy as np
 import torch
 
 from pipeline import clips
-from pipeline.cache import CacheLayout, FeatureCache
-from pipeline.datasets.records import LISTED_MISSING_SKELETON, OK
+from pipeline.cache import CacheLayout, FeatureCache, heatmap_report
+from pipeline.datasets.records import LISTED_MISSING_SKELETON, OK, POSE_IN_FRAME_FAIL, POSE_IN_FRAME_WARN
 from pipeline.errors import StarError
 from pipeline.geometry import CROP_MODES, clip_geometry
-from pipeline.index import AnnotationIndex, build_index
+from pipeline.datasets import read_dataset
+from pipeline.datasets.records import DatasetReader
+from pipeline.index import AnnotationIndex, build_index, check_index_file
 from pipeline.video import read_frames
 
 # Bump when a code change alters the values written to the cache: stores from older code are then refused.
@@ -156,7 +160,8 @@ def weights_id(weights: str) -> str:
         return {"kinetics400": "kinetics400:mc3_18-a90a0ba3", "random": "random:seed0"}[weights]
     path = Path(weights)
     if not path.is_file():
-        raise StarError(f"--weights {weights}: no such file; use kinetics400, random or a state-dict path")
+        problem = "is a folder" if path.is_dir() else "no such file"
+        raise StarError(f"--weights {weights}: {problem}; use kinetics400, random or a state-dict file")
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -164,7 +169,7 @@ def weights_id(weights: str) -> str:
     return f"file:{digest.hexdigest()[:16]}"
 
 
-def fingerprint(cfg: ExtractConfig, index: AnnotationIndex) -> dict:
+def fingerprint(cfg: ExtractConfig, index: AnnotationIndex | DatasetReader) -> dict:
     """What determines the cached values; a store built with a different fingerprint is refused."""
     return {
         "dataset": cfg.dataset,
@@ -185,6 +190,24 @@ def fingerprint(cfg: ExtractConfig, index: AnnotationIndex) -> dict:
     }
 
 
+def preflight(cfg: ExtractConfig) -> None:
+    """Refuse options and input files that cannot work, reading but never writing anything.
+
+    Checks the options, the dataset's own files (a custom folder's manifest, layout and class list), an
+    existing annotation index, an existing store at --out (a STAR cache with the same fingerprint, or an
+    empty folder) and a weights file. Per-sample files (videos, skeletons, pose files) are not read here:
+    a broken one fails its sample, recorded in the cache with the reason.
+    """
+    cfg.check()
+    reader = read_dataset(cfg.dataset, Path(cfg.root))
+    check_index_file(cfg.index_path, dataset=cfg.dataset)
+    layout = CacheLayout.for_mc3_18(frames=cfg.frames, input_size=cfg.size, persons=reader.persons,
+                                    joints=reader.layout.num_joints)
+    FeatureCache.check_target(cfg.out, fingerprint=fingerprint(cfg, reader), layout=layout, quantize=cfg.quantize)
+    if cfg.weights != "random":
+        extraction_backbone(cfg.weights)  # reads and checks the state dict
+
+
 @dataclass(frozen=True)
 class Plan:
     units: list[int]  # pending work units of the cache
@@ -192,6 +215,7 @@ class Plan:
     pending: int
     skipped: int  # on NTU's missing-skeleton list: not in the cache
     index_summary: str
+    pose_warnings: int = 0  # selected usable samples with part of their pose outside the frame
 
 
 def prepare(cfg: ExtractConfig) -> Plan:
@@ -225,8 +249,10 @@ def prepare(cfg: ExtractConfig) -> Plan:
         sample_ids=np.asarray(index.sample_ids)[rows], labels=np.asarray(index.labels)[rows], splits=splits,
         unit_size=cfg.unit_size, quantize=cfg.quantize)
     pending = cache.pending(retry_failed=cfg.retry_failed)
+    in_frame = np.asarray(index.pose_in_frame)[rows]
+    warnings = int(np.sum((status[rows] == OK) & (in_frame < POSE_IN_FRAME_WARN)))
     return Plan(units=cache.pending_units(retry_failed=cfg.retry_failed), samples=len(cache),
-                pending=int(pending.size), skipped=skipped, index_summary=str(report))
+                pending=int(pending.size), skipped=skipped, index_summary=report.summary(), pose_warnings=warnings)
 
 
 @dataclass(frozen=True)
@@ -350,6 +376,9 @@ class ExtractSummary:
     failures: list[tuple[str, str]]
     seconds: float
     clips_done_now: int
+    empty_heatmaps: int = 0  # done clips without a visible joint on the local map
+    mostly_empty_heatmaps: int = 0  # done clips with most visible joints off the map
+    index_warnings: int = 0  # usable samples with part of their pose outside the video frame
 
     @property
     def exit_code(self) -> int:
@@ -360,7 +389,11 @@ class ExtractSummary:
         rate = self.clips_done_now / self.seconds if self.seconds > 0 else 0.0
         lines = [f"cache {self.out}: {self.done} done, {self.failed} failed, {self.pending} pending of "
                  f"{self.samples} samples ({self.skipped} skipped: on the official missing-skeleton list)",
-                 f"this run: {self.clips_done_now} clips in {self.seconds:.1f} s ({rate:.2f} clips/s)"]
+                 f"this run: {self.clips_done_now} clips in {self.seconds:.1f} s ({rate:.2f} clips/s)",
+                 f"joint heat maps: {heatmap_report(self.empty_heatmaps, self.mostly_empty_heatmaps)}"]
+        if self.index_warnings:
+            lines.append(f"warning: {self.index_warnings} usable sample(s) have only {POSE_IN_FRAME_FAIL:.0%}-"
+                         f"{POSE_IN_FRAME_WARN:.0%} of their visible joints inside the video frame")
         for sample_id, reason in self.failures[:max_failures]:
             lines.append(f"  failed {sample_id}: {reason}")
         if len(self.failures) > max_failures:
@@ -375,12 +408,15 @@ def summarize(cfg: ExtractConfig, plan: Plan, reports: list[UnitReport], seconds
     info = FeatureCache.open(cfg.out).info()
     return ExtractSummary(out=cfg.out, samples=info.samples, done=info.done, failed=info.failed,
                           pending=info.pending, skipped=plan.skipped, failures=list(info.failures),
-                          seconds=seconds, clips_done_now=sum(r.done for r in reports))
+                          seconds=seconds, clips_done_now=sum(r.done for r in reports),
+                          empty_heatmaps=info.empty_heatmaps, mostly_empty_heatmaps=info.mostly_empty_heatmaps,
+                          index_warnings=plan.pose_warnings)
 
 
 def extract(cfg: ExtractConfig) -> ExtractSummary:
     """The whole stage in this process, without Prefect: what tests and benchmarks call."""
     started = time.perf_counter()
+    preflight(cfg)
     plan = prepare(cfg)
     reports = [run_unit(cfg, unit) for unit in plan.units]
     return summarize(cfg, plan, reports, time.perf_counter() - started)

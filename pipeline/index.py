@@ -1,4 +1,4 @@
-"""The annotation index: one HDF5 file with every sample's metadata and skeleton (issue 3).
+"""The annotation index: one HDF5 file with every sample's metadata and skeleton.
 
 `build_index(dataset, root, out_path)` scans a dataset (`pipeline.datasets.read_dataset`), loads what
 is new or changed, and writes the index; `AnnotationIndex(path)` reads it, lazily and read-only.
@@ -9,11 +9,12 @@ File layout (h5py):
 - `samples/<column>`, one row per sample: `sample_id`, `label` (int32, -1 unknown), `class_name`,
   `status` ("ok" or a code from `pipeline.datasets.records`), `detail` (the reason in words),
   `video_path` (absolute), `num_frames`, `usable_frames`, `width`, `height` (int32), `fps` (float64),
-  `skeleton_offset` (int64), `skeleton_frames` (int32), `fingerprint`.
+  `skeleton_offset` (int64), `skeleton_frames` (int32), `pose_in_frame` (float32: share of visible
+  joints inside the frame, NaN when none is visible), `fingerprint`.
 - `splits/<benchmark>`: per row "train", "test", "val" or "" (not part of that benchmark).
 - `poses`: float32 (total frames, persons, joints, 3), every sample's skeleton back to back;
   sample i is `poses[skeleton_offset[i] : skeleton_offset[i] + skeleton_frames[i]]`. One concatenated
-  dataset + offsets reads and writes as fast as one dataset per sample (ecosystem notes) and keeps
+  dataset + offsets reads and writes as fast as one dataset per sample and keeps
   114,480 samples from becoming 114,480 HDF5 objects. Compressed with LZF (built into h5py): measured
   on NTU-like skeletons (one person, an empty second slot) 2.5x smaller, ~250 MB/s to write and
   0.1 ms to read one sample (uncompressed: 0.03 ms); gzip level 1 is only 15 % smaller and 2x slower.
@@ -57,19 +58,22 @@ import numpy as np
 
 from pipeline.datasets import read_dataset
 from pipeline.datasets.layouts import JointLayout
-from pipeline.datasets.records import REMOVED, DatasetReader, SampleRecord, SampleSource
+from pipeline.datasets.records import (
+    OK, POSE_IN_FRAME_FAIL, POSE_IN_FRAME_WARN, REMOVED, DatasetReader, SampleRecord, SampleSource,
+)
 from pipeline.errors import StarError
 
 # Bump whenever what a reader stores for the same files changes (parser, body selection, columns):
 # an index with another version refreshes every row on the next build.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: NTU colour coordinates mapped to the video's frame size, pose_in_frame column
 POSE_CHUNK_FRAMES = 256  # one chunk ~ 8 NTU clips; small enough that skeleton(i) reads little extra
 COPY_BLOCK_FRAMES = 1 << 16  # frames copied from the old index per read (~40 MB for NTU)
 
 _STRING = h5py.string_dtype("utf-8")
-_INT_COLUMNS = {
+_NUMBER_COLUMNS = {
     "label": np.int32, "num_frames": np.int32, "usable_frames": np.int32, "width": np.int32,
     "height": np.int32, "skeleton_offset": np.int64, "skeleton_frames": np.int32, "fps": np.float64,
+    "pose_in_frame": np.float32,
 }  # fmt: skip
 _STR_COLUMNS = ("sample_id", "class_name", "status", "detail", "video_path", "fingerprint")
 
@@ -89,14 +93,17 @@ class IndexReport:
     seconds: float
     status_counts: Mapping[str, int] = field(default_factory=dict)  # over all rows after the build
     ignored: tuple[str, ...] = ()  # files in the dataset folders whose names are not samples
+    pose_warnings: int = 0  # ok samples with less than POSE_IN_FRAME_WARN of their visible joints in the frame
 
     def summary(self) -> str:
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(self.status_counts.items(), key=lambda kv: -kv[1]))
         action = "wrote" if self.written else "unchanged,"
+        warning = (f"; warning: {self.pose_warnings} usable samples have only {POSE_IN_FRAME_FAIL:.0%}-"
+                   f"{POSE_IN_FRAME_WARN:.0%} of their visible joints inside the frame") if self.pose_warnings else ""
         return (
             f"{self.dataset} index {action} {self.path}: {self.total} samples ({statuses}); "
             f"added {self.added}, refreshed {self.refreshed}, unchanged {self.unchanged}, "
-            f"removed {self.removed}, ignored files {len(self.ignored)}; {self.seconds:.1f} s"
+            f"removed {self.removed}, ignored files {len(self.ignored)}; {self.seconds:.1f} s{warning}"
         )
 
 
@@ -149,12 +156,12 @@ def build_index(
     written = old is None or counts["refreshed"] + counts["added"] + counts["removed"] > 0
     written = written or any(old.attrs.get(k) != v for k, v in meta.items())
     if written:
-        final_status = _write_index(
+        final_status, final_in_frame = _write_index(
             out_path, reader=reader, plan=plan, old=old, sources=sources, fingerprints=fingerprints,
             meta=meta, progress=progress,
         )  # fmt: skip
     else:
-        final_status = old.columns["status"].tolist()
+        final_status, final_in_frame = old.columns["status"], old.columns["pose_in_frame"]
     return IndexReport(
         path=out_path,
         dataset=dataset,
@@ -165,9 +172,22 @@ def build_index(
         removed=counts["removed"],
         written=written,
         seconds=time.perf_counter() - started,
-        status_counts=dict(Counter(final_status)),
+        status_counts=dict(Counter(str(s) for s in final_status)),
         ignored=tuple(str(p) for p in scan.ignored),
+        pose_warnings=int(np.sum((np.asarray(final_status) == OK) & (np.asarray(final_in_frame) < POSE_IN_FRAME_WARN))),
     )
+
+
+def check_index_file(path: Path, *, dataset: str) -> None:
+    """Refuse an existing file at `path` that a build of `dataset` could not update; a missing one is fine."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise StarError(f"The annotation index path {path} is a folder: give a .h5 file path with --index.")
+    if not path.exists():
+        return
+    found = _read_table(path).attrs.get("dataset")
+    if found != dataset:
+        raise StarError(f"{path} is an index of {found!r}, not {dataset!r}: choose another --index or delete that file.")
 
 
 def _metadata(reader: DatasetReader) -> dict:
@@ -210,10 +230,17 @@ def _read_table(path: Path) -> _Table:
             attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in h5.attrs.items()}
             columns = {name: _read_column(h5["samples"][name]) for name in h5["samples"]}
             splits = {name: _read_column(h5["splits"][name]) for name in h5["splits"]}
-    except (OSError, KeyError) as err:
+    except (OSError, KeyError, TypeError, ValueError) as err:
         raise StarError(
             f"{path} is not a readable STAR annotation index ({err}); delete it or choose another path."
         ) from err
+    rows = len(columns.get("sample_id", ()))
+    if attrs.get("format_version") != FORMAT_VERSION:  # every row is re-read; columns added since get placeholders
+        columns.setdefault("pose_in_frame", np.full(rows, np.nan, np.float32))
+    missing = [name for name in (*_STR_COLUMNS, *_NUMBER_COLUMNS) if len(columns.get(name, ())) != rows]
+    if missing:
+        raise StarError(f"{path} is not a readable STAR annotation index (columns {missing} are missing or of the "
+                        "wrong length); delete it or choose another path.")
     return _Table(attrs=attrs, columns=columns, splits=splits)
 
 
@@ -287,13 +314,14 @@ def _write_index(
     fingerprints: dict[str, str],
     meta: dict,
     progress: Callable[[int, int], None] | None,
-) -> list[str]:
-    """Write the new index next to the old one and rename it into place; returns the rows' statuses."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Write the new index next to the old one and rename it into place; returns the rows' statuses and
+    pose_in_frame shares."""
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
     to_load = sum(1 for action, _, _ in plan if action == "load")
     persons, joints = reader.persons, reader.layout.num_joints
-    columns: dict[str, list] = {name: [] for name in (*_STR_COLUMNS, *_INT_COLUMNS)}
+    columns: dict[str, list] = {name: [] for name in (*_STR_COLUMNS, *_NUMBER_COLUMNS)}
     splits: dict[str, list[str]] = {name: [] for name in reader.benchmarks}
     old_file = h5py.File(out_path, "r") if old is not None else None
     try:
@@ -336,7 +364,7 @@ def _write_index(
             samples = h5.create_group("samples")
             for name in _STR_COLUMNS:
                 samples.create_dataset(name, data=np.array(columns[name], dtype=object), dtype=_STRING)
-            for name, dtype in _INT_COLUMNS.items():
+            for name, dtype in _NUMBER_COLUMNS.items():
                 samples.create_dataset(name, data=np.array(columns[name], dtype=dtype))
             split_group = h5.create_group("splits")
             for name, values in splits.items():
@@ -350,7 +378,7 @@ def _write_index(
         _fsync(tmp_path)
         os.replace(tmp_path, out_path)
         _fsync_directory(out_path.parent)
-        return [str(s) for s in columns["status"]]
+        return np.array(columns["status"], dtype=str), np.array(columns["pose_in_frame"], np.float32)
     except BaseException:
         if old_file is not None:
             old_file.close()
@@ -369,7 +397,7 @@ def _append_record(
         "detail": record.detail, "video_path": str(Path(record.video_path).resolve()), "fingerprint": fingerprint,
         "label": record.label, "num_frames": record.num_frames, "usable_frames": record.usable_frames,
         "width": record.width, "height": record.height, "skeleton_offset": offset,
-        "skeleton_frames": record.skeleton_frames, "fps": record.fps,
+        "skeleton_frames": record.skeleton_frames, "fps": record.fps, "pose_in_frame": record.pose_in_frame,
     }  # fmt: skip
     for name, value in values.items():
         columns[name].append(value)
@@ -423,13 +451,18 @@ class AnnotationIndex:
             # In a forked child the parent's handle is not ours to use or close: just drop it.
             self._file = None
             if not self.path.is_file():
-                raise StarError(f"Annotation index {self.path} not found; build it with build_index first.")
+                problem = "is a folder, not an index file" if self.path.is_dir() else "not found"
+                raise StarError(f"Annotation index {self.path} {problem}; build it with build_index (or `star extract`) first.")
             try:
                 self._file = h5py.File(self.path, "r")
             except OSError as err:
                 raise StarError(f"{self.path} is not a readable annotation index ({err}); rebuild it.") from err
             self._pid = os.getpid()
             version = self._file.attrs.get("format_version")
+            if version is None or "samples" not in self._file or "poses" not in self._file:
+                self.close()
+                raise StarError(f"{self.path} is an HDF5 file but not a STAR annotation index; pass the index "
+                                "`star extract` wrote next to the cache.")
             if version != FORMAT_VERSION:
                 self.close()
                 raise StarError(
@@ -517,6 +550,10 @@ class AnnotationIndex:
         return self._column("height")
 
     @property
+    def pose_in_frame(self) -> np.ndarray:
+        return self._column("pose_in_frame")
+
+    @property
     def fps(self) -> np.ndarray:
         return self._column("fps")
 
@@ -571,4 +608,5 @@ class AnnotationIndex:
             usable_frames=int(self.usable_frames[row]),
             status=str(self.status[row]),
             detail=str(self.details[row]),
+            pose_in_frame=float(self.pose_in_frame[row]),
         )

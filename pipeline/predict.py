@@ -1,14 +1,16 @@
-"""Single-video prediction (issue 5, `star predict VIDEO --pose FILE --checkpoint CKPT`).
+"""Single-video prediction (`star predict VIDEO --pose FILE --checkpoint CKPT`).
 
 decode → extract → run: the clip goes through exactly the path extraction uses (`pipeline.extract.load_clip`:
 uniform segment centres, the cache's crop/resize, joints mapped through the same transform), then the
 backbone that produced the training features (or the fine-tuned one of an end-to-end checkpoint) and
 STAR, all read from the checkpoint: class names, joint layout, clip geometry and backbone weights id.
 
-Pose files: an NTU `.skeleton` file, a Penn Action `.mat` label file, or the custom `.npz`/`.json` pose
-format of `pipeline/datasets/folder.py`, all in pixel coordinates of the original frames. A pose with
-fewer persons than the model is padded with missing persons, one with more keeps the first ones (the
-readers already order persons by relevance).
+Pose files: an NTU `.skeleton` file (colour coordinates of the 1920x1080 Kinect frame, mapped to the
+video's size), a Penn Action `.mat` label file, or the custom `.npz`/`.json` pose format of
+`pipeline/datasets/folder.py` (both in pixel coordinates of the video's frames). A pose with fewer
+persons than the model is padded with missing persons, one with more keeps the first ones (the
+readers already order persons by relevance). A pose that mostly misses the video's frame is refused
+with the same rule the annotation index applies (`pipeline.datasets.records.pose_in_frame`).
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ from pipeline.datasets.folder import read_pose_file
 from pipeline.datasets.layouts import JointLayout, layout_from_spec
 from pipeline.datasets.ntu_skeleton import read_ntu_skeleton
 from pipeline.datasets.penn import read_penn_labels
+from pipeline.datasets.records import pose_outside_frame_reason
 from pipeline.errors import StarError
 from pipeline.evaluate import load_trained_model, read_checkpoint
-from pipeline.extract import ClipSpec, load_clip, resolve_device
-from pipeline.video import probe_video
+from pipeline.extract import Clip, ClipSpec, load_clip, resolve_device
+from pipeline.video import VideoInfo, probe_video
 
 POSE_SUFFIXES = (".skeleton", ".mat", ".npz", ".json")
 
@@ -58,14 +61,15 @@ class Prediction:
         return "\n".join(lines)
 
 
-def read_pose(path: str | os.PathLike, *, layout: JointLayout, persons: int) -> np.ndarray:
-    """(frames, persons, joints, 3) in original pixels from any supported pose file, fitted to the model's persons."""
+def read_pose(path: str | os.PathLike, *, layout: JointLayout, persons: int, frame_size: tuple[int, int]) -> np.ndarray:
+    """(frames, persons, joints, 3) in pixels of the video's frames of `frame_size` (width, height) from any
+    supported pose file, fitted to the model's persons; StarError when the pose mostly misses that frame."""
     path = Path(path)
     if not path.is_file():
-        raise StarError(f"pose file {path} does not exist")
+        raise StarError(f"pose file {path} {'is a folder' if path.is_dir() else 'does not exist'}")
     suffix = path.suffix.lower()
     if suffix == ".skeleton":
-        skeleton = read_ntu_skeleton(path, persons=persons)
+        skeleton = read_ntu_skeleton(path, frame_size=frame_size, persons=persons)
     elif suffix == ".mat":
         skeleton = read_penn_labels(path)[2]
     elif suffix in (".npz", ".json"):
@@ -74,10 +78,22 @@ def read_pose(path: str | os.PathLike, *, layout: JointLayout, persons: int) -> 
         raise StarError(f"pose file {path}: use an NTU .skeleton, a Penn Action .mat or a .npz/.json pose file")
     if skeleton.shape[2] != layout.num_joints:
         raise StarError(f"pose file {path} has {skeleton.shape[2]} joints per person, but the model was trained on the {layout.num_joints}-joint layout {layout.name!r}")
+    if reason := pose_outside_frame_reason(skeleton, width=frame_size[0], height=frame_size[1]):
+        raise StarError(f"pose file {path}: {reason}")
     fitted = np.zeros((skeleton.shape[0], persons, layout.num_joints, 3), dtype=np.float32)  # missing persons: confidence 0
     kept = min(persons, skeleton.shape[1])
     fitted[:, :kept] = skeleton[:, :kept]
     return fitted
+
+
+def clip_of_video(*, video: str | os.PathLike, pose: str | os.PathLike, layout: JointLayout, persons: int,
+                  spec: ClipSpec) -> tuple[Clip, np.ndarray, VideoInfo]:
+    """The clip extraction would cache for this video and pose, its skeleton in video pixels, and the video's info."""
+    info = probe_video(Path(video))
+    skeleton = read_pose(pose, layout=layout, persons=persons, frame_size=(info.width, info.height))
+    clip = load_clip(video=Path(video), skeleton=skeleton, usable_frames=usable_frames(info.frames, skeleton.shape[0]),
+                     frame_size=(info.width, info.height), spec=spec)
+    return clip, skeleton, info
 
 
 @torch.no_grad()
@@ -96,12 +112,7 @@ def predict(
     model_cfg = state["model_config"]
     layout = layout_from_spec(fingerprint["layout"], where=f"joint layout of {checkpoint}")
     spec = ClipSpec(frames=int(fingerprint["frames"]), size=int(fingerprint["input_size"]), crop=str(fingerprint["crop"]))
-    skeleton = read_pose(pose, layout=layout, persons=int(model_cfg["persons"]))
-    info = probe_video(Path(video))
-    clip = load_clip(
-        video=Path(video), skeleton=skeleton, usable_frames=usable_frames(info.frames, skeleton.shape[0]),
-        frame_size=(info.width, info.height), spec=spec,
-    )
+    clip, _, _ = clip_of_video(video=video, pose=pose, layout=layout, persons=int(model_cfg["persons"]), spec=spec)
     torch_device = resolve_device(device)
     model = load_trained_model(state, video=True, weights=weights).to(torch_device)
     batch = {

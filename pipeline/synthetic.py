@@ -1,8 +1,8 @@
-"""A generated action dataset in the real NTU RGB+D (and Penn Action) on-disk formats (issue 3).
+"""A generated action dataset in the real NTU RGB+D (and Penn Action) on-disk formats.
 
 Tests, the demo and the benchmarks need data that no one has to download. `generate_ntu_dataset`
 writes `root/nturgb+d_rgb/<id>_rgb.avi` (MJPG in AVI, OpenCV) and `root/nturgb+d_skeletons/<id>.skeleton`
-(the official text format, fact sheet §2) under proper `SsssCcccPpppRrrrAaaa` names, so that
+(the official text format) under proper `SsssCcccPpppRrrrAaaa` names, so that
 `build_index("ntu120", root, ...)` reads it exactly like the real dataset and the official
 xsub/xview/xset lists apply.
 
@@ -18,15 +18,18 @@ NTU60 classes use setups S001/S002 and NTU120-only classes S018/S019, as in the 
 ntu60 benchmarks see only A001-A060 and ntu120-xset has even (train) and odd (test) setups.
 
 Skeleton files: x, y, z are the 3D joint positions in camera space (metres, z 2-4 m), depthX/depthY
-their projection into a 512x424 depth image, colorX/colorY EXACTLY the pixel positions at which the
-joints were drawn in the written video (in that video's frame size, not 1920x1080), orientation the
+their projection into a 512x424 depth image, colorX/colorY the pixel positions at which the joints
+were drawn in the written video, expressed in the 1920x1080 Kinect colour frame as in the real files
+(colorX = x * 1920 / W, colorY = y * 1080 / H for a W x H video), so that every reader of the
+generated data goes through the same mapping as real NTU videos stored at a lower resolution. The
+orientation is the
 shortest-arc rotation from +y to the bone (zeros on leaf joints, as Kinect writes them),
 trackingState 2, or 1 for a few extremities and for joints outside the image. bodyID is a large
 64-bit integer. Everything is deterministic for a seed: each sample draws from its own generator
 seeded with (seed, S, C, P, R, A), so a sample does not change when others are added.
 
 `generate_penn_dataset` renders the same figure into the Penn Action layout (JPEG frames and `.mat`
-labels with the field shapes of fact sheet §7) for three Penn classes with matching motions.
+labels with the fields and shapes of the real ones) for three Penn classes with matching motions.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import numpy as np
 import scipy.io
 
 from pipeline.datasets.ntu import NTU60_LAST_ACTION, NtuName
+from pipeline.datasets.ntu_skeleton import KINECT_COLOR_SIZE
 from pipeline.errors import StarError
 
 FPS = 30.0
@@ -617,9 +621,11 @@ def _quaternions(points: np.ndarray) -> np.ndarray:
 
 
 def skeleton_text(sample: RenderedSample, *, body_ids: Sequence[int], rng: np.random.Generator) -> str:
-    """The `.skeleton` file for a rendered sample, in the official format (fact sheet §2)."""
+    """The `.skeleton` file for a rendered sample, in the official format (colorX/colorY in 1920x1080)."""
     frames, persons = sample.pixels.shape[:2]
     depth_xy = project(sample.camera_points, focal=DEPTH_FOCAL, centre=DEPTH_CENTRE)
+    height, width = sample.frames.shape[1:3]
+    color_xy = sample.pixels * np.array([KINECT_COLOR_SIZE[0] / width, KINECT_COLOR_SIZE[1] / height])
     quats = [_quaternions(sample.camera_points[:, p]) for p in range(persons)]
     lines = [str(frames)]
     joint_format = " ".join(["%.7g"] * 11) + " %d"
@@ -637,7 +643,7 @@ def skeleton_text(sample: RenderedSample, *, body_ids: Sequence[int], rng: np.ra
                 x, y, z = sample.camera_points[i, p, j]
                 lines.append(
                     joint_format
-                    % (x, y, z, *depth_xy[i, p, j], *sample.pixels[i, p, j], *quats[p][i, j], sample.tracking[i, p, j])
+                    % (x, y, z, *depth_xy[i, p, j], *color_xy[i, p, j], *quats[p][i, j], sample.tracking[i, p, j])
                 )
     return "\n".join(lines) + "\n"
 

@@ -80,7 +80,7 @@ def test_demo_writes_the_whole_report(demo_runs):
 
     read_png(report / "training_curves.png", training_curves_size())
     read_png(report / "per_class_accuracy.png", per_class_accuracy_size(len(evaluation["per_class"])))
-    joints = read_pose(explanation["pose"], layout=NTU25, persons=2)[explanation["frame_indices"]]
+    joints = read_pose(explanation["pose"], layout=NTU25, persons=2, frame_size=(96, 54))[explanation["frame_indices"]]
     aspect = box_aspect(skeleton_box(joints, width=96, height=54))
     read_png(report / "frame_importance.png", frame_importance_size(frames=4, series=1, aspect=aspect))
     read_png(report / "confusion.png")

@@ -72,7 +72,7 @@ def trained(tmp_path_factory):
 def strip_aspect(video: Path, pose: Path, frame_indices) -> float:
     """Height / width of the frame strip: the box around the clip's skeletons."""
     info = probe_video(video)
-    joints = read_pose(pose, layout=NTU25, persons=2)[np.asarray(frame_indices)]
+    joints = read_pose(pose, layout=NTU25, persons=2, frame_size=(info.width, info.height))[np.asarray(frame_indices)]
     return box_aspect(skeleton_box(joints, width=info.width, height=info.height))
 
 
@@ -81,8 +81,8 @@ def rollout_directly(checkpoint: Path, video: Path, pose: Path) -> tuple[torch.T
     state = read_checkpoint(checkpoint)
     fingerprint = state["fingerprint"]
     spec = ClipSpec(frames=int(fingerprint["frames"]), size=int(fingerprint["input_size"]), crop=str(fingerprint["crop"]))
-    skeleton = read_pose(pose, layout=NTU25, persons=int(state["model_config"]["persons"]))
     info = probe_video(video)
+    skeleton = read_pose(pose, layout=NTU25, persons=int(state["model_config"]["persons"]), frame_size=(info.width, info.height))
     clip = load_clip(video=video, skeleton=skeleton, usable_frames=usable_frames(info.frames, skeleton.shape[0]),
                      frame_size=(info.width, info.height), spec=spec)
     model = load_trained_model(state, video=True)

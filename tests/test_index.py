@@ -89,7 +89,7 @@ def test_changed_source_is_refreshed(synthetic_ntu_copy, tmp_path):
     path = synthetic_ntu_copy / "nturgb+d_skeletons" / f"{index.sample_ids[row]}.skeleton"
     lines = path.read_text().split("\n")
     tokens = lines[4].split()  # joint 0 of frame 1
-    tokens[5] = "12.5"  # colorX
+    tokens[5] = "150"  # colorX in the 1920x1080 Kinect frame: 12.5 px of the 160x90 video
     lines[4] = " ".join(tokens)
     path.write_text("\n".join(lines))
     index.close()

@@ -15,7 +15,7 @@ from pipeline.datasets.ntu import (
     ntu_splits,
     parse_ntu_name,
 )
-from pipeline.datasets.ntu_skeleton import parse_skeleton, read_ntu_skeleton, select_bodies
+from pipeline.datasets.ntu_skeleton import KINECT_COLOR_SIZE, parse_skeleton, read_ntu_skeleton, select_bodies
 from pipeline.errors import StarError
 from pipeline.index import AnnotationIndex, build_index
 
@@ -58,7 +58,7 @@ def test_single_body_fields_confidence_and_64bit_id(tmp_path):
     parsed = parse_skeleton(path)
     assert parsed.num_frames == 3 and len(parsed.bodies) == 1
     assert parsed.bodies[0].body_id == BIG_ID and float(BIG_ID) != BIG_ID
-    array = read_ntu_skeleton(path)
+    array = read_ntu_skeleton(path, frame_size=KINECT_COLOR_SIZE)
     assert array.shape == (3, 2, 25, 3) and array.dtype == np.float32
     assert array[0, 0, 0].tolist() == [100.0, 50.0, 1.0]  # colorX, colorY, tracked
     assert array[0, 0, 3, 2] == 0.5 and array[0, 0, 4, 2] == 0.0
@@ -68,13 +68,13 @@ def test_single_body_fields_confidence_and_64bit_id(tmp_path):
 def test_frames_without_bodies_have_zero_confidence(tmp_path):
     body = (1, joint_lines(100, 50))
     path = write(tmp_path, skeleton_text([[], [body], [], [body]]))
-    array = read_ntu_skeleton(path)
+    array = read_ntu_skeleton(path, frame_size=KINECT_COLOR_SIZE)
     assert array.shape[0] == 4  # no frame dropped: skeleton frame i stays video frame i
     assert not array[[0, 2]].any() and (array[[1, 3], 0, :, 2] == 1).all()
 
 
 def test_zero_bodies_in_every_frame_is_an_empty_but_valid_file(tmp_path):
-    array = read_ntu_skeleton(write(tmp_path, skeleton_text([[], [], []])))
+    array = read_ntu_skeleton(write(tmp_path, skeleton_text([[], [], []])), frame_size=KINECT_COLOR_SIZE)
     assert array.shape == (3, 2, 25, 3) and not array.any()
 
 
@@ -83,7 +83,7 @@ def test_two_bodies_ranked_by_motion(tmp_path):
         [(11, joint_lines(100, 50, frame=t)), (22, joint_lines(400 + 30 * np.sin(t), 50, wobble=8, frame=t))]
         for t in range(20)
     ]
-    array = read_ntu_skeleton(write(tmp_path, skeleton_text(frames)))
+    array = read_ntu_skeleton(write(tmp_path, skeleton_text(frames)), frame_size=KINECT_COLOR_SIZE)
     assert array[:, 0, 0, 0].min() > 300  # slot 0: the body that moves
     assert np.allclose(array[:, 1, 0, 0], 100.0)  # slot 1: the still one
 
@@ -97,7 +97,7 @@ def test_three_bodies_short_one_dropped_and_only_two_kept(tmp_path):
         frames.append(bodies)
     path = write(tmp_path, skeleton_text(frames))
     assert len(parse_skeleton(path).bodies) == 3
-    array = read_ntu_skeleton(path)
+    array = read_ntu_skeleton(path, frame_size=KINECT_COLOR_SIZE)
     assert array[:, 0, 0, 0].max() < 400 and array[:, 1, 0, 0].max() < 200
     assert (array[..., 2] > 0).all()  # both kept tracks present in every frame
 
@@ -111,7 +111,7 @@ def test_three_long_bodies_least_active_discarded(tmp_path):
         ]
         for t in range(15)
     ]
-    array = read_ntu_skeleton(write(tmp_path, skeleton_text(frames)))
+    array = read_ntu_skeleton(write(tmp_path, skeleton_text(frames)), frame_size=KINECT_COLOR_SIZE)
     assert 250 < array[:, 0, 0, 0].mean() < 350 and 590 < array[:, 1, 0, 0].mean() < 620
 
 
@@ -128,15 +128,15 @@ def test_id_switch_is_stitched_into_one_track(tmp_path):
 def test_implausibly_wide_body_is_noise(tmp_path):
     wide = [f"0 0 3 250 200 {200 + 30 * j:.1f} {300 + (j % 2):.1f} 0 0 0 0 2" for j in range(25)]
     frames = [[(1, joint_lines(100, 50, frame=t)), (2, wide)] for t in range(20)]
-    array = read_ntu_skeleton(write(tmp_path, skeleton_text(frames)))
+    array = read_ntu_skeleton(write(tmp_path, skeleton_text(frames)), frame_size=KINECT_COLOR_SIZE)
     assert np.allclose(array[:, 0, 0, 0], 100.0) and not array[:, 1].any()
 
 
 def test_extra_whitespace_crlf_tabs_and_blank_lines(tmp_path):
     clean = skeleton_text([[(BIG_ID, joint_lines(100, 50))], [(BIG_ID, joint_lines(101, 51))]])
     messy = "  " + clean.replace("\n", " \r\n").replace(" 0.2 ", "\t0.2   ").replace("25 \r\n", "25\r\n\r\n")
-    a = read_ntu_skeleton(write(tmp_path, clean, "clean.skeleton"))
-    b = read_ntu_skeleton(write(tmp_path, messy, "messy.skeleton"))
+    a = read_ntu_skeleton(write(tmp_path, clean, "clean.skeleton"), frame_size=KINECT_COLOR_SIZE)
+    b = read_ntu_skeleton(write(tmp_path, messy, "messy.skeleton"), frame_size=KINECT_COLOR_SIZE)
     assert np.array_equal(a, b)
 
 

@@ -19,6 +19,7 @@ from pipeline.extract import ExtractConfig, extract
 from pipeline.predict import predict
 from pipeline.synthetic import generate_penn_dataset
 from pipeline.train import resolve_config, train
+from pipeline.video import probe_video
 from test_data import extract_video_cache, one_thread  # noqa: F401 (autouse fixture)
 
 TINY = {"dim": 32, "depth": 1, "heads": 2}
@@ -72,7 +73,9 @@ def test_predict_custom_npz_pose_and_pose_errors(ntu_run, tmp_path):
     root, _, checkpoint = ntu_run
     sample = "S001C002P003R001A023"
     video = root / "nturgb+d_rgb" / f"{sample}_rgb.avi"
-    skeleton = read_ntu_skeleton(root / "nturgb+d_skeletons" / f"{sample}.skeleton", persons=1)  # one person in the file
+    info = probe_video(video)
+    skeleton = read_ntu_skeleton(root / "nturgb+d_skeletons" / f"{sample}.skeleton", frame_size=(info.width, info.height),
+                                 persons=1)  # one person in the file; the .npz holds video pixels
     npz = tmp_path / "pose.npz"
     np.savez(npz, keypoints=skeleton)
     from_npz = predict(video=video, pose=npz, checkpoint=checkpoint)
@@ -107,3 +110,26 @@ def test_predict_penn_frames_and_mat(ntu_run, tmp_path):
     ntu_root = ntu_run[0]
     with pytest.raises(StarError, match="has 25 joints per person, but the model was trained on the 13-joint layout 'penn13'"):
         predict(video=root / "frames" / "0002", pose=next((ntu_root / "nturgb+d_skeletons").iterdir()), checkpoint=checkpoint)
+
+
+def test_predict_maps_ntu_colour_coordinates_to_a_downscaled_video(ntu_run, tmp_path):
+    """The same .skeleton next to a half-size copy of the video: the joints land on the same body parts."""
+    from pipeline.synthetic import write_video
+    from pipeline.video import read_frames
+
+    root, _, checkpoint = ntu_run
+    sample = "S001C002P003R001A023"
+    video = root / "nturgb+d_rgb" / f"{sample}_rgb.avi"
+    skeleton = root / "nturgb+d_skeletons" / f"{sample}.skeleton"
+    info = probe_video(video)
+    frames = read_frames(video, list(range(info.frames)))[..., ::-1]  # BGR for the writer
+    write_video(tmp_path / "half.avi", np.ascontiguousarray(frames[:, ::2, ::2]))  # 48x27 -> MJPG keeps even sizes
+    full = predict(video=video, pose=skeleton, checkpoint=checkpoint, device="cpu")
+    half = predict(video=tmp_path / "half.avi", pose=skeleton, checkpoint=checkpoint, device="cpu")
+    assert full.frame_indices == half.frame_indices
+    assert full.top[0].class_id == half.top[0].class_id
+
+    outside = tmp_path / "pixels-of-1080p.npz"  # a pose file in another pixel space than its video
+    np.savez(outside, keypoints=read_ntu_skeleton(skeleton, frame_size=(1920, 1080), persons=1))
+    with pytest.raises(StarError, match=r"pose file .*pixels-of-1080p.npz: only \d+% of the \d+ visible joints fall inside the 96x54 frame"):
+        predict(video=video, pose=outside, checkpoint=checkpoint, device="cpu")

@@ -88,7 +88,8 @@ def test_video_is_a_rendering_of_the_written_joints(synthetic_ntu_root, sample_i
         renders = []
         for shift in (0.0, 2.0):
             image = room.copy()
-            people = [(make_body(subject + 1000 * p, seed=0), body[:, :3], body[:, 5:7] + shift)
+            to_video = np.array([160 / 1920, 90 / 1080])  # colorX/colorY are in the 1920x1080 Kinect frame
+            people = [(make_body(subject + 1000 * p, seed=0), body[:, :3], body[:, 5:7] * to_video + shift)
                       for p, body in enumerate(frames[t])]  # fmt: skip
             draw_people(image, people, focal=camera.focal)
             renders.append(image.astype(int))

@@ -24,7 +24,7 @@ from importlib import resources
 from pathlib import Path
 
 from pipeline.datasets.layouts import NTU25
-from pipeline.datasets.ntu_skeleton import read_ntu_skeleton
+from pipeline.datasets.ntu_skeleton import KINECT_COLOR_SIZE, read_ntu_skeleton
 from pipeline.datasets.records import (
     LISTED_MISSING_SKELETON,
     MALFORMED_SKELETON,
@@ -329,8 +329,10 @@ class NtuReader:
             if source.annotation_path is None or not source.annotation_path.exists():
                 problems.append((MISSING_SKELETON, f"skeleton file not found: {source.annotation_path}"))
             else:
+                # Without a readable video (the sample fails anyway) the coordinates stay in the Kinect frame.
+                frame_size = (video.width, video.height) if video is not None else KINECT_COLOR_SIZE
                 try:
-                    skeleton = read_ntu_skeleton(source.annotation_path, persons=self.persons)
+                    skeleton = read_ntu_skeleton(source.annotation_path, frame_size=frame_size, persons=self.persons)
                 except StarError as err:
                     problems.append((MALFORMED_SKELETON, str(err)))
         return assemble_record(

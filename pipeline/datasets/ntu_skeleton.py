@@ -1,9 +1,15 @@
 """NTU RGB+D `.skeleton` files: a strict, fast parser and the choice of at most two persons.
 
-Format (fact sheet §2): frame count; per frame a body count; per body a 10-field info line (bodyID
-first, a 64-bit integer), a joint count (always 25) and 25 joint lines of 12 fields, of which STAR
-keeps colorX, colorY (fields 5, 6: the joint's pixel in the 1920x1080 RGB frame) and trackingState
-(field 11: 0 not tracked, 1 inferred, 2 tracked -> confidence 0.0 / 0.5 / 1.0).
+Format: frame count; per frame a body count; per body a 10-field info line (bodyID first, a 64-bit
+integer), a joint count (always 25) and 25 joint lines of 12 fields, of which STAR keeps colorX,
+colorY (fields 5, 6) and trackingState (field 11: 0 not tracked, 1 inferred, 2 tracked -> confidence
+0.0 / 0.5 / 1.0).
+
+colorX/colorY are pixels of the Kinect v2 colour camera, whose frame is always 1920x1080, whatever
+size the video file on disk has (NTU RGB+D is often stored re-encoded at a lower resolution).
+`read_ntu_skeleton` therefore maps them to the video's own frame size, u = colorX * W / 1920 and
+v = colorY * H / 1080; it is the one place where this happens, used by the annotation index (and
+through it extraction and end-to-end training) and by `star predict` / `star explain`.
 
 Parsing: the file is read whole and split once into tokens; an integer cursor walks the structure,
 checking every count (frames, bodies <= 6 per frame as Kinect v2 tracks at most six, 25 joints, no
@@ -15,7 +21,7 @@ the file and the 1-based line (and the first line with the wrong number of value
 wrong array. The nine fields STAR does not use (3D position, depth pixel, orientation) are
 counted but not converted. A joint whose colorX/colorY is not finite gets confidence 0 and (0, 0).
 
-Choosing persons (`select_bodies`), modelled on CTR-GCN's denoising (fact sheet §5) and adapted to
+Choosing persons (`select_bodies`), modelled on CTR-GCN's denoising and adapted to
 2D RGB use:
 1. Bodies are grouped by bodyID; a body's frames are the frames it actually appears in (CTR-GCN
    assumes one contiguous interval per ID; an ID that vanishes and returns is not mangled here).
@@ -50,6 +56,7 @@ NUM_JOINTS = 25
 BODY_FIELDS = 10
 JOINT_FIELDS = 12
 MAX_BODIES_PER_FRAME = 6  # Kinect v2 tracks at most six bodies
+KINECT_COLOR_SIZE = (1920, 1080)  # (width, height) of the frame colorX/colorY are measured in
 BLOCK = BODY_FIELDS + 1 + NUM_JOINTS * JOINT_FIELDS  # tokens per body: info line, joint count, joints
 COLOR_X, COLOR_Y, TRACKING = 5, 6, 11  # fields of a joint line that STAR keeps
 CONFIDENCE_OF_STATE = {b"0": 0.0, b"1": 0.5, b"2": 1.0}  # trackingState token: not tracked, inferred, tracked
@@ -74,9 +81,19 @@ class SkeletonFile:
     bodies: tuple[SkeletonBody, ...]  # in order of first appearance
 
 
-def read_ntu_skeleton(path: Path, *, persons: int = 2) -> np.ndarray:
-    """(frames, persons, 25, 3) float32 (x, y, confidence) for one `.skeleton` file."""
-    return select_bodies(parse_skeleton(path), persons=persons)
+def read_ntu_skeleton(path: Path, *, frame_size: tuple[int, int], persons: int = 2) -> np.ndarray:
+    """(frames, persons, 25, 3) float32 (x, y, confidence) for one `.skeleton` file, in pixels of a video
+    frame of `frame_size` (width, height): the file's 1920x1080 colour coordinates scaled to it."""
+    return color_to_frame(select_bodies(parse_skeleton(path), persons=persons), frame_size=frame_size)
+
+
+def color_to_frame(joints: np.ndarray, *, frame_size: tuple[int, int]) -> np.ndarray:
+    """Kinect colour pixels (..., 3) -> pixels of a frame of `frame_size` (width, height); confidence kept."""
+    width, height = frame_size
+    if width < 1 or height < 1:
+        raise StarError(f"Cannot map NTU colour coordinates to a {width}x{height} frame.")
+    scale = np.array([width / KINECT_COLOR_SIZE[0], height / KINECT_COLOR_SIZE[1], 1.0], np.float32)
+    return joints * scale
 
 
 def parse_skeleton(path: Path) -> SkeletonFile:

@@ -1,15 +1,22 @@
 """The one sample record every dataset reader produces, the source description the index fingerprints,
-and the per-sample status codes (issue 3, "One sample record for every dataset").
+and the per-sample status codes.
 
 Skeleton arrays are float32 (frames, persons, joints, 3) = (x, y, confidence) in pixel coordinates of
 the ORIGINAL video frames. Confidence: 1.0 tracked / visible, 0.5 inferred / occluded, 0.0 not
 tracked or no person in that slot (then x = y = 0 too, unless the source gave a position).
 
+A pose must land on its video. `pose_in_frame` is the share of visible joints (confidence > 0, all
+frames, all persons) inside the frame, 0 <= x < width and 0 <= y < height. Below
+`POSE_IN_FRAME_FAIL` (0.5) the sample fails as `pose_outside_frame`: most of the pose misses the
+frame, which is what a pose file in another pixel space looks like (NTU colour coordinates read as
+pixels of a downscaled video give ~0; a person who walks out of view loses a few joints, not half).
+Between that and `POSE_IN_FRAME_WARN` (0.9) the sample stays usable and is counted as a warning.
+
 A record whose status is not "ok" is still a record: the index stores it with the reason, so one bad
 sample never stops a build and nothing is dropped silently. Statuses, in the order a reader checks
 them (the first that applies wins, `detail` says more): `listed_missing_skeleton` (on the official
 NTU list), `missing_video`, `unreadable_video`, `missing_skeleton`, `malformed_skeleton` (truncated,
-wrong counts, non-numeric, wrong shape), `empty_skeleton` (no frame holds a person), `unknown_label`,
+wrong counts, non-numeric, wrong shape), `empty_skeleton` (no frame holds a person), `pose_outside_frame` (see above), `unknown_label`,
 `frame_mismatch` (skeleton and video frame counts differ beyond `pipeline.clips.frames_agree`), and
 `removed` (the files vanished after an earlier build; the index keeps the row so row numbers stay stable).
 """
@@ -34,14 +41,17 @@ UNREADABLE_VIDEO = "unreadable_video"
 MISSING_SKELETON = "missing_skeleton"  # .skeleton / .mat / pose file absent
 MALFORMED_SKELETON = "malformed_skeleton"  # truncated, wrong counts, non-numeric, wrong shape
 EMPTY_SKELETON = "empty_skeleton"  # no frame holds a person
+POSE_OUTSIDE_FRAME = "pose_outside_frame"  # most visible joints fall outside the video frame
 UNKNOWN_LABEL = "unknown_label"  # a class name that the dataset's class list does not hold
 FRAME_MISMATCH = "frame_mismatch"  # skeleton and video frame counts differ beyond the tolerance
 REMOVED = "removed"  # the sample's files vanished after an earlier build; its row is kept
 
 STATUSES = (
     OK, LISTED_MISSING_SKELETON, MISSING_VIDEO, UNREADABLE_VIDEO, MISSING_SKELETON, MALFORMED_SKELETON,
-    EMPTY_SKELETON, UNKNOWN_LABEL, FRAME_MISMATCH, REMOVED,
+    EMPTY_SKELETON, POSE_OUTSIDE_FRAME, UNKNOWN_LABEL, FRAME_MISMATCH, REMOVED,
 )  # fmt: skip
+POSE_IN_FRAME_FAIL = 0.5  # below this share of visible joints inside the frame a sample fails
+POSE_IN_FRAME_WARN = 0.9  # below this (and at least POSE_IN_FRAME_FAIL) it is counted as a warning
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,7 @@ class SampleRecord:
     usable_frames: int  # common range of video and skeleton frames (see pipeline.clips.usable_frames)
     status: str = OK
     detail: str = ""  # the reason in words when status != "ok"
+    pose_in_frame: float = float("nan")  # share of visible joints inside the frame; NaN: nothing to measure
 
     @property
     def skeleton_frames(self) -> int:
@@ -131,6 +142,32 @@ def probe_for_record(path: Path, problems: list[tuple[str, str]]) -> VideoInfo |
         return None
 
 
+def pose_in_frame(skeleton: np.ndarray, *, width: int, height: int) -> float:
+    """Share of visible joints (confidence > 0) of (frames, persons, joints, 3) inside a width x height frame.
+
+    NaN when no joint is visible or the frame size is unknown (0).
+    """
+    visible = skeleton[..., 2] > 0
+    count = int(visible.sum())
+    if count == 0 or width < 1 or height < 1:
+        return float("nan")
+    x, y = skeleton[..., 0][visible], skeleton[..., 1][visible]
+    inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
+    return float(inside.mean())
+
+
+def pose_outside_frame_reason(skeleton: np.ndarray, *, width: int, height: int) -> str | None:
+    """Why the pose does not fit its width x height frame (share below POSE_IN_FRAME_FAIL), or None."""
+    share = pose_in_frame(skeleton, width=width, height=height)
+    if not share < POSE_IN_FRAME_FAIL:  # NaN passes: nothing visible is another status
+        return None
+    visible = skeleton[..., 2] > 0
+    x, y = skeleton[..., 0][visible], skeleton[..., 1][visible]
+    return (f"only {share:.0%} of the {int(visible.sum())} visible joints fall inside the {width}x{height} frame "
+            f"(joints span x {x.min():.0f}..{x.max():.0f}, y {y.min():.0f}..{y.max():.0f}; at least "
+            f"{POSE_IN_FRAME_FAIL:.0%} must): the pose is in another pixel space than the video")
+
+
 def assemble_record(
     *,
     sample_id: str,
@@ -152,6 +189,9 @@ def assemble_record(
         if skeleton.shape[0] == 0 or not (skeleton[..., 2] > 0).any():
             problems.append((EMPTY_SKELETON, f"no person in any of the skeleton's {skeleton.shape[0]} frames"))
     video_frames = video.frames if video is not None else 0
+    in_frame = pose_in_frame(skeleton, width=video.width, height=video.height) if video is not None else float("nan")
+    if video is not None and (reason := pose_outside_frame_reason(skeleton, width=video.width, height=video.height)):
+        problems.append((POSE_OUTSIDE_FRAME, reason))
     if video is not None and skeleton.shape[0] and not frames_agree(video_frames, skeleton.shape[0]):
         problems.append(
             (FRAME_MISMATCH, f"video has {video_frames} frames, skeleton {skeleton.shape[0]} (beyond the tolerance)")
@@ -172,4 +212,5 @@ def assemble_record(
         usable_frames=usable_frames(video_frames, skeleton.shape[0]),
         status=problems[0][0] if problems else OK,
         detail="; ".join(p[1] for p in problems),
+        pose_in_frame=in_frame,
     )
