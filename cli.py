@@ -20,7 +20,7 @@ class _StarGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except StarError as err:
-            typer.echo(f"Error: {err}", err=True)
+            typer.echo(f"Error: {' '.join(str(err).split())}", err=True)  # one line, whatever the message holds
             raise typer.Exit(1) from err
 
 

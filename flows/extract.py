@@ -68,7 +68,7 @@ def task_runner(*, dask_address: str | None = None, dask_workers: int | None = N
 def run_extract(config: ExtractConfig, *, dask_address: str | None = None,
                 dask_workers: int | None = None) -> ExtractSummary:
     """Run the flow in this process (embedded temporary Prefect server unless PREFECT_API_URL is set)."""
-    config.check()
+    stage.preflight(config)  # broken inputs fail here in one line, before a server starts
     runner = task_runner(dask_address=dask_address, dask_workers=dask_workers)
     result = extract_flow.with_options(task_runner=runner)(config)
     failures = [tuple(item) for item in result.pop("failures")]
@@ -84,7 +84,7 @@ def serve_extract(config: ExtractConfig, *, cron: str, name: str) -> None:
     """
     from prefect.deployments.runner import EntrypointType
 
-    config.check()
+    stage.preflight(config)
     parameters = {"config": json.loads(json.dumps(asdict(config), default=str))}
     extract_flow.serve(name=name, cron=cron, parameters=parameters, entrypoint_type=EntrypointType.MODULE_PATH,
                        print_starting_message=True)

@@ -56,8 +56,9 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a corrupt file fails anywhere in the weights-only unpickler, with many types
+        problem = "it is empty" if path.stat().st_size == 0 else f"not a complete PyTorch file ({type(err).__name__})"
         raise StarError(
-            f"could not read MC3-18 weights from {path}: {err}. Pass a state dict saved with "
+            f"could not read MC3-18 weights from {path}: {problem}. Pass a state dict saved with "
             "torch.save(model.state_dict(), path) from torchvision's mc3_18."
         ) from err
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):

@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -44,6 +43,7 @@ from pipeline.data import (
     read_cache_meta,
 )
 from pipeline.errors import StarError
+from pipeline.files import load_torch_file
 from pipeline.extract import resolve_device
 
 TOP_K = 5
@@ -59,21 +59,47 @@ CHECKPOINT_FORMAT = 2
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint written by `pipeline.train` safely (tensors and plain containers only)."""
+    """Load a checkpoint written by `pipeline.train` safely (tensors and plain containers only) and check that
+    it is whole: the keys every command reads, a model config that builds, weights that fit that model."""
     path = Path(path)
-    if not path.is_file():
-        raise StarError(f"checkpoint {path} does not exist: pass a file written by `star train` (last.pt or best.pt)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
-        first_line = str(err).strip().splitlines()[0][:120] if str(err).strip() else ""
-        raise StarError(f"checkpoint {path} cannot be read ({type(err).__name__}: {first_line}): it is corrupt or not a STAR checkpoint") from err
+    state = load_torch_file(path, what="checkpoint", hint="use last.pt or best.pt from `star train`")
     if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
         raise StarError(f"checkpoint {path} is not a STAR checkpoint (no model state or model config); use last.pt or best.pt from `star train`")
     if state.get("format") != CHECKPOINT_FORMAT:
         raise StarError(f"checkpoint {path} has format {state.get('format')}, written by an older STAR whose model this version "
                         f"no longer builds (this version reads format {CHECKPOINT_FORMAT}): train it again with `star train`")
+    _check_checkpoint(state, path)
     return state
+
+
+_CHECKPOINT_KEYS = {"model": dict, "model_config": dict, "fingerprint": dict, "class_names": list, "config": dict}
+_FINGERPRINT_KEYS = ("frames", "input_size", "crop", "layout", "weights")
+
+
+def _check_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """A checkpoint's parts agree with each other; StarError naming the first part that does not."""
+    for key, kind in _CHECKPOINT_KEYS.items():
+        if not isinstance(state.get(key), kind):
+            raise StarError(f"checkpoint {path} is damaged: '{key}' is missing or not a {kind.__name__}")
+    missing = [key for key in _FINGERPRINT_KEYS if key not in state["fingerprint"]]
+    if missing:
+        raise StarError(f"checkpoint {path} is damaged: its feature fingerprint lacks {', '.join(missing)}")
+    try:
+        cfg = ModelConfig(**state["model_config"])
+    except (TypeError, ValueError, StarError) as err:
+        raise StarError(f"checkpoint {path}: its model config cannot be built ({err})") from err
+    if len(state["class_names"]) != cfg.num_classes:
+        raise StarError(f"checkpoint {path} is damaged: {len(state['class_names'])} class names for a {cfg.num_classes}-class model")
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        expected = {name: tuple(t.shape) for name, t in build_model(cfg).state_dict().items()}
+    stored = {name: tuple(t.shape) if torch.is_tensor(t) else None for name, t in state["model"].items()}
+    wrong = [name for name in expected if stored.get(name) != expected[name]] + sorted(set(stored) - set(expected))
+    if wrong:
+        name = wrong[0]
+        found = "absent" if name not in stored else f"shape {stored[name]}" if name in expected else "not part of the model"
+        needed = f", its model config needs {expected[name]}" if name in expected else ""
+        raise StarError(f"checkpoint {path}: the weights do not fit its model config (dim={cfg.dim}, depth={cfg.depth}, "
+                        f"heads={cfg.heads}): {name} is {found}{needed} ({len(wrong)} tensors differ)")
 
 
 def fingerprint_differences(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:

@@ -64,6 +64,7 @@ from pipeline.data import (
     read_cache_meta,
 )
 from pipeline.errors import StarError
+from pipeline.files import read_text_file
 from pipeline.evaluate import (
     CHECKPOINT_FORMAT,
     ClipClassifier,
@@ -165,9 +166,7 @@ class TrainResult:
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """Read a TOML (.toml) or JSON (.json) training config into a plain dict."""
     path = Path(path)
-    if not path.is_file():
-        raise StarError(f"config file {path} does not exist: pass a .toml or .json file")
-    text = path.read_text()
+    text = read_text_file(path, what="config file")
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(text)

@@ -91,7 +91,9 @@ def _probe_opencv(path: Path) -> VideoInfo:
     finally:
         capture.release()
     if info.frames <= 0 or info.width <= 0 or info.height <= 0:
-        raise StarError(f"The video {path} has no frame count or size in its header ({info}); re-encode it.")
+        found = f"{max(info.frames, 0)} frames of {max(info.width, 0)}x{max(info.height, 0)}"
+        raise StarError(f"The video {path} has no usable frame count or size in its header (OpenCV reads {found}): "
+                        "an image or a damaged file? Re-encode it as a video, or give a folder of frames.")
     return info
 
 

@@ -35,6 +35,7 @@ clipped to [0, 1]; a joint with a non-finite coordinate gets score 0 and positio
 from __future__ import annotations
 
 import csv
+import io
 import json
 import zipfile
 from pathlib import Path
@@ -54,6 +55,7 @@ from pipeline.datasets.records import (
     probe_for_record,
 )
 from pipeline.errors import StarError
+from pipeline.files import read_text_file
 
 MANIFEST = "manifest.csv"
 LAYOUT_FILE = "layout.json"
@@ -78,8 +80,8 @@ class FolderReader:
         self.layout, self.persons, layout_text = _read_layout(self.root / LAYOUT_FILE)
         self.rows = {row["sample_id"]: row for row in _read_manifest(self.manifest)}
         classes_path = self.root / CLASSES_FILE
-        if classes_path.is_file():
-            names = [n.strip() for n in classes_path.read_text("utf-8").splitlines() if n.strip()]
+        if classes_path.exists():
+            names = [n.strip() for n in read_text_file(classes_path, what="class list").splitlines() if n.strip()]
             if len(set(names)) != len(names):
                 raise StarError(f"{classes_path} lists a class twice; each class once, one per line.")
             self.class_names = tuple(names)
@@ -141,7 +143,7 @@ def _read_layout(path: Path) -> tuple[JointLayout, int, str]:
             f"No {LAYOUT_FILE} next to the manifest ({path}). Write e.g. "
             '{"layout": "coco17", "persons": 1} for COCO-17 keypoints, or your own joint_names and flip_pairs.'
         )
-    text = path.read_text("utf-8")
+    text = read_text_file(path, what="layout file")
     try:
         spec = json.loads(text)
     except json.JSONDecodeError as err:
@@ -156,7 +158,15 @@ def _read_layout(path: Path) -> tuple[JointLayout, int, str]:
 
 
 def _read_manifest(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    text = read_text_file(path, what="manifest")
+    try:
+        return _manifest_rows(path, text)
+    except csv.Error as err:
+        raise StarError(f"manifest {path} is not a valid CSV file: {err}") from err
+
+
+def _manifest_rows(path: Path, text: str) -> list[dict[str, str]]:
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         columns = [c.strip() for c in reader.fieldnames or []]
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]
@@ -190,6 +200,8 @@ def read_pose_file(path: Path, *, layout: JointLayout, persons: int) -> np.ndarr
     """(frames, persons, joints, 3) float32 from a `.npz` or `.json` pose file (module docstring)."""
     suffix = path.suffix.lower()
     if suffix == ".npz":
+        if not zipfile.is_zipfile(path):
+            raise StarError(f"Pose file {path} is not a .npz archive (numpy.savez writes one): empty, truncated or another kind of file.")
         try:
             with np.load(path, allow_pickle=False) as data:
                 if "keypoints" not in data:
@@ -222,9 +234,10 @@ def read_pose_file(path: Path, *, layout: JointLayout, persons: int) -> np.ndarr
 
 
 def _json_keypoints(path: Path, joints: int) -> np.ndarray:
+    text = read_text_file(path, what="pose file")
     try:
-        frames = json.loads(path.read_text("utf-8"))["keypoints"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+        frames = json.loads(text)["keypoints"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise StarError(
             f"Pose file {path} must be JSON with a 'keypoints' list ({type(err).__name__}: {err})."
         ) from err
