@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperGroup
 
+from pipeline.cache import DEFAULT_UNIT_SIZE
 from pipeline.errors import StarError
 
 
@@ -53,16 +54,15 @@ def model_info(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Print parameter counts, token counts and attention FLOPs of a STAR model config."""
-    import json
+    from model.star import format_summary  # imports torch: only when needed
+    from pipeline.train_config import describe_model
 
-    from model.star import ModelConfig, format_summary, model_summary  # imports torch: only when needed
-
-    given = dict(persons=persons, joints=joints, dim=dim, depth=depth, heads=heads, encoder=encoder, decoder=decoder,
+    given = dict(persons=persons, num_joints=joints, dim=dim, depth=depth, heads=heads, encoder=encoder, decoder=decoder,
                  norm=norm, init=init, token_norm=token_norm, temporal_embedding=temporal_embedding)
     overrides = {name: value for name, value in given.items() if value is not None}
-    cfg = ModelConfig(num_classes=num_classes, multi_class=not single_class, frames=frames, **overrides)
-    summary = model_summary(cfg, size=size)
+    summary = describe_model(size=size, num_classes=num_classes, multi_class=not single_class, frames=frames, **overrides)
     typer.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
+
 
 # ---------------------------------------------------------------------------------------------------- extraction
 _DatasetOpt = Annotated[str, typer.Option("--dataset", help="ntu60, ntu120, penn or folder.")]
@@ -95,19 +95,18 @@ def _extract_config(dataset, root, out, index, benchmark, frames, size, crop, we
     return config
 
 
-def _quiet_prefect(verbose: bool) -> None:
-    """Prefect's own logging stays at warnings unless --verbose; must be set before Prefect is imported."""
-    if not verbose:
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # Prefect's 20 s is too short on a busy 2-core machine
+def _prefect_logs(verbose: bool) -> None:
+    """`--verbose` shows Prefect's INFO logs; `flows` sets quiet defaults for everything else when imported."""
+    if verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "info")
 
 
 @app.command()
 def extract(dataset: _DatasetOpt, root: _RootOpt, out: _OutOpt, index: _IndexOpt = None, benchmark: _BenchOpt = None,
             frames: _FramesOpt = 16, size: _SizeOpt = 224, crop: _CropOpt = "full",
             weights: _WeightsOpt = "kinetics400", batch_size: _BatchOpt = 4, workers: _WorkersOpt = 2,
-            unit_size: _UnitOpt = 16, limit: _LimitOpt = None, quantize: _QuantOpt = False,
+            unit_size: _UnitOpt = DEFAULT_UNIT_SIZE, limit: _LimitOpt = None, quantize: _QuantOpt = False,
             retry_failed: _RetryOpt = False, device: _DeviceOpt = "auto",
             dask_address: Annotated[Optional[str], typer.Option(help="Run units on this Dask scheduler (tcp://HOST:PORT).")] = None,
             dask_workers: Annotated[Optional[int], typer.Option(help="Run units on a local Dask cluster of N processes.")] = None,
@@ -117,7 +116,7 @@ def extract(dataset: _DatasetOpt, root: _RootOpt, out: _OutOpt, index: _IndexOpt
                              unit_size, limit, quantize, retry_failed, device)
     if dask_address is not None and dask_workers is not None:
         raise StarError("Give either --dask-address or --dask-workers, not both")
-    _quiet_prefect(verbose)
+    _prefect_logs(verbose)
     from flows.extract import run_extract
     from pipeline.progress import CacheProgress
 
@@ -156,7 +155,7 @@ def schedule_extract(dataset: _DatasetOpt, root: _RootOpt, out: _OutOpt,
                      name: Annotated[str, typer.Option(help="Deployment name.")] = "nightly",
                      index: _IndexOpt = None, benchmark: _BenchOpt = None, frames: _FramesOpt = 16,
                      size: _SizeOpt = 224, crop: _CropOpt = "full", weights: _WeightsOpt = "kinetics400",
-                     batch_size: _BatchOpt = 4, workers: _WorkersOpt = 2, unit_size: _UnitOpt = 16,
+                     batch_size: _BatchOpt = 4, workers: _WorkersOpt = 2, unit_size: _UnitOpt = DEFAULT_UNIT_SIZE,
                      limit: _LimitOpt = None, quantize: _QuantOpt = False, retry_failed: _RetryOpt = False,
                      device: _DeviceOpt = "auto") -> None:
     """Serve the extract flow as a deployment with a cron schedule; each run extracts only what is new."""
@@ -176,7 +175,7 @@ _Opt = typer.Option
 
 @app.command()
 def train(
-    from_cache: Annotated[Optional[str], _Opt("--from-cache", help="Feature cache written by `star extract`.")] = None,
+    from_cache: Annotated[Optional[str], _Opt("--from-cache", "--cache", help="Feature cache written by `star extract`.")] = None,
     out: Annotated[Optional[str], _Opt(help="Run directory: config.json, metrics.jsonl, tensorboard/, last.pt, best.pt.")] = None,
     config: Annotated[Optional[Path], _Opt(help="TOML or JSON config file (TrainConfig fields and a model table); options override it.")] = None,
     preset: Annotated[Optional[str], _Opt(help="paper (§4.1: SGD 2e-4, batch 4, 300 epochs) or small (AdamW 1e-3, cosine, 60 epochs).")] = None,
@@ -311,10 +310,10 @@ def demo(
     seed: Annotated[Optional[int], _Opt(help="Seeds the generated dataset and the training run [default: 0].")] = None,
 ) -> None:
     """Generate a dataset, extract (Prefect), train, evaluate and explain; write a report. README command #1."""
-    _quiet_prefect(False)
     from rich.console import Console
 
-    from pipeline.demo import demo_config, run_demo, summary_table
+    from flows.demo import run_demo, summary_table
+    from pipeline.demo import demo_config
 
     config = demo_config(workdir=workdir, compare_fattn=compare_fattn, device=device, samples_per_class=samples_per_class,
                          classes=classes, epochs=epochs, size=size, frames=frames, frame_width=frame_width, seed=seed)

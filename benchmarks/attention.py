@@ -1,4 +1,4 @@
-"""Benchmark (issue 2, not a timed test): ZAttn and BAttn time relative to FAttn, measured side by side.
+"""Benchmark (not a timed test): ZAttn and BAttn time relative to FAttn, measured side by side.
 
     python -m benchmarks.attention                  # paper scale and small scale, 5 repetitions
     python -m benchmarks.attention --scale paper --reps 7
@@ -23,7 +23,12 @@ from dataclasses import dataclass
 
 import torch
 
-from model.attention import BinaryAttention, FullAttention, ZigzagAttention, attention_flops
+from model.attention import (
+    BinaryAttention,
+    FullAttention,
+    ZigzagAttention,
+    attention_flops,
+)
 from model.star import ModelConfig
 
 MODULES = {"FAttn": (FullAttention, "F"), "ZAttn": (ZigzagAttention, "Z"), "BAttn": (BinaryAttention, "B")}

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import zarr
 
-from model.backbone import MC18Backbone
+from model.backbone import MC3_18Backbone
 from model.tokens import joint_heatmaps, joints_to_cells
 from pipeline.cache import MAP_NAMES, CacheLayout, FeatureCache
 from pipeline.geometry import clip_geometry
@@ -75,7 +75,7 @@ def render_clip(*, rng: np.random.Generator, frames: int, width: int = 320, heig
     return video, skeleton
 
 
-def clip_features(*, backbone: MC18Backbone, rng: np.random.Generator, frames: int, size: int
+def clip_features(*, backbone: MC3_18Backbone, rng: np.random.Generator, frames: int, size: int
                   ) -> dict[str, np.ndarray]:
     """One sample as the extractor produces it: float32 local/global/heatmaps and joints in local-map cells."""
     video, skeleton = render_clip(rng=rng, frames=frames)
@@ -136,13 +136,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    backbone = MC18Backbone(weights=None).eval()
+    backbone = MC3_18Backbone(weights=None).eval()
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()
     samples = [clip_features(backbone=backbone, rng=rng, frames=args.frames, size=args.size)
                for _ in range(args.clips)]
     backbone_s = (time.perf_counter() - started) / args.clips
-    layout = CacheLayout.for_mc3_18(frames=args.frames, input_size=args.size, persons=PERSONS, joints=JOINTS)
+    layout = CacheLayout.for_mc3_18(frames=args.frames, input_size=args.size, persons=PERSONS, num_joints=JOINTS)
     raw16 = sum(s[name].size * 2 for s in samples[:1] for name in MAP_NAMES) + samples[0]["joints"].nbytes
 
     workdir = Path(tempfile.mkdtemp(prefix="star-cache-bench-"))

@@ -1,4 +1,4 @@
-"""Extraction benchmark (issue 4), measured side by side in one run on the same generated clips.
+"""Extraction benchmark, measured side by side in one run on the same generated clips.
 
 (a) pipeline clips/s divided by the bound 1 / (decode-only + backbone-only seconds per clip), at 112 and 224;
 (b) bytes per clip on disk, float16 (lossless zstd) and 8-bit;
@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from pipeline.cache import FeatureCache
-from pipeline.extract import ClipSpec, ExtractConfig, extract, load_clip
+from pipeline.clips import ClipSpec, load_clip
+from pipeline.extract import ExtractConfig, extract
 from pipeline.index import AnnotationIndex, build_index
 from pipeline.synthetic import generate_ntu_dataset
 
@@ -53,7 +54,7 @@ def backbone_only(clips: list, backbone) -> float:
 
 
 def throughput(root: Path, work: Path, clips: int, size: int) -> dict:
-    from model.backbone import MC18Backbone
+    from model.backbone import MC3_18Backbone
 
     index_path = work / "ntu120-index.h5"
     build_index("ntu120", root, index_path)
@@ -62,7 +63,7 @@ def throughput(root: Path, work: Path, clips: int, size: int) -> dict:
     decode_s, decoded = decode_only(index, rows, ClipSpec(frames=16, size=size))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        backbone = MC18Backbone(weights=None)
+        backbone = MC3_18Backbone(weights=None)
     backbone_only(decoded[:BATCH], backbone)  # warm-up: first-call allocations are not per-clip work
     backbone_s = backbone_only(decoded, backbone)
     sizes = {}

@@ -1,4 +1,4 @@
-"""Benchmark of issue 3: NTU `.skeleton` files parsed per second on one core, and the annotation index
+"""Benchmark: NTU `.skeleton` files parsed per second on one core, and the annotation index
 build time for a generated 100-sample NTU-format dataset (first build, no-op rebuild, one added sample).
 
 Target: >= 300 typical files (~100 frames, 1 body) per second per core, so NTU120's 114,480 files

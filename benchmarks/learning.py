@@ -20,7 +20,6 @@ keeps that section; it does not run this benchmark itself, which takes far longe
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import multiprocessing
 import os
@@ -79,7 +78,7 @@ def prepare_data(workdir: Path, *, quick: bool, device: str) -> tuple[Any, dict[
     for kind in ("float16", "8bit"):
         out = cfg.features_dir / f"cache-{kind}.zarr"
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="MC18Backbone uses RANDOM weights")
+            warnings.filterwarnings("ignore", message="MC3_18Backbone uses RANDOM weights")
             summary = extract(ExtractConfig(dataset=DATASET, root=cfg.dataset_dir, out=str(out), benchmark=BENCHMARK,
                                             frames=cfg.frames, size=cfg.size, crop=cfg.crop, weights="random",
                                             quantize=kind == "8bit", batch_size=8, workers=2, device=device))
@@ -95,7 +94,8 @@ def run_variant(task: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(task["threads"])
     from pipeline.evaluate import evaluate_checkpoint
-    from pipeline.train import resolve_config, train
+    from pipeline.train import train
+    from pipeline.train_config import resolve_config
 
     overrides = {**task["base"], **task["train"], "cache": task["cache"], "seed": task["seed"], "out": task["out"],
                  "device": task["device"], "model": {**task["base"]["model"], **task["model"]}}

@@ -1,4 +1,4 @@
-"""Benchmark (issue 5, not a timed test): training throughput from the zarr cache, and the paper-scale step on CPU.
+"""Benchmark (not a timed test): training throughput from the zarr cache, and the paper-scale step on CPU.
 
     python -m benchmarks.train                                   # both parts
     python -m benchmarks.train --part loader --size 112 --workers 2 --reps 3
@@ -43,15 +43,15 @@ from torch.utils.data import DataLoader
 
 from model.star import ModelConfig, build_model
 from pipeline.cache import CacheLayout, FeatureCache
+from pipeline.classifier import ClipClassifier
 from pipeline.data import CachedClips
-from pipeline.evaluate import ClipClassifier
 
 PERSONS, JOINTS, CLASSES = 2, 25, 60
 
 
 def write_cache(path: Path, *, samples: int, frames: int, size: int) -> str:
     """A float16 cache of `samples` clips with ReLU-like maps (about half zeros, like MC3-18 outputs)."""
-    layout = CacheLayout.for_mc3_18(frames=frames, input_size=size, persons=PERSONS, joints=JOINTS)
+    layout = CacheLayout.for_mc3_18(frames=frames, input_size=size, persons=PERSONS, num_joints=JOINTS)
     cache = FeatureCache.create_or_open(
         path,
         fingerprint={"benchmark": "train", "frames": frames, "input_size": size},
@@ -77,7 +77,7 @@ def write_cache(path: Path, *, samples: int, frames: int, size: int) -> str:
 
 def _model(**model: float) -> tuple[ClipClassifier, torch.optim.Optimizer]:
     torch.manual_seed(0)
-    classifier = ClipClassifier(star=build_model(ModelConfig(num_classes=CLASSES, persons=PERSONS, joints=JOINTS, **model)))
+    classifier = ClipClassifier(star=build_model(ModelConfig(num_classes=CLASSES, persons=PERSONS, num_joints=JOINTS, **model)))
     classifier.train()
     return classifier, torch.optim.SGD(classifier.parameters(), lr=2e-4, momentum=0.9)
 

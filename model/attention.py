@@ -29,8 +29,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.errors import StarError
-
 
 class _SpatioTemporalAttention(nn.Module):
     """Shared parts: fused QKV projection, output projection, dropout, head bookkeeping."""
@@ -38,7 +36,7 @@ class _SpatioTemporalAttention(nn.Module):
     def __init__(self, dim: int, heads: int, dropout: float = 0.0) -> None:
         super().__init__()
         if dim % heads != 0:
-            raise StarError(f"model width dim={dim} is not divisible by heads={heads}; pick heads that divide dim.")
+            raise ValueError(f"model width dim={dim} is not divisible by heads={heads}; pick heads that divide dim.")
         self.dim = dim
         self.heads = heads
         self.head_dim = dim // heads
@@ -100,7 +98,7 @@ class _CrossGroupAttention(_SpatioTemporalAttention):
 
     def _check_frames(self, frames: int) -> None:
         if frames % 2 != 0 or frames == 0:
-            raise StarError(
+            raise ValueError(
                 f"{type(self).__name__} ({self.name}) splits the frames into two equal groups and needs an even "
                 f"number of frames, got T={frames}; sample an even number of frames per clip (the paper uses 16)."
             )
@@ -201,7 +199,7 @@ def attention_flops(kind: str, *, frames: int, tokens: int, dim: int) -> dict[st
     projections; softmax and bias additions are not counted.
     """
     if kind not in ATTENTION_KINDS:
-        raise StarError(f"unknown attention kind {kind!r}; use one of {sorted(ATTENTION_KINDS)}.")
+        raise ValueError(f"unknown attention kind {kind!r}; use one of {sorted(ATTENTION_KINDS)}.")
     n = frames * tokens
     pairs = n * n if kind == "F" else 2 * (n // 2) ** 2  # query-key pairs that are scored
     return {"core": 2 * 2 * pairs * dim, "projections": 2 * 4 * n * dim * dim}

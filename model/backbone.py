@@ -14,7 +14,7 @@ Deviations / choices:
 - Normalisation with the Kinetics mean/std happens inside the module; the input is uint8 or float in [0, 1].
   The torchvision preset's resize/crop is not applied: resizing is the data pipeline's job.
 - Weights are only ever read from disk: the Kinetics checkpoint must already be in the torch hub cache
-  (nothing is downloaded; a missing file raises `StarError` saying where to put it).
+  (nothing is downloaded; a missing file raises `FileNotFoundError` saying where to put it).
 - A frozen backbone (`trainable=False`) stays in eval mode (BatchNorm running statistics) even when a
   parent module calls `.train()`, and runs without autograd.
 """
@@ -30,13 +30,11 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.video import MC3_18_Weights, mc3_18
 
-from pipeline.errors import StarError
-
 KINETICS_WEIGHTS = MC3_18_Weights.KINETICS400_V1
 KINETICS_URL = KINETICS_WEIGHTS.url  # https://download.pytorch.org/models/mc3_18-a90a0ba3.pth
 KINETICS_FILENAME = KINETICS_URL.rsplit("/", 1)[-1]  # mc3_18-a90a0ba3.pth
 KINETICS_SHA256_PREFIX = KINETICS_FILENAME.rsplit("-", 1)[-1].removesuffix(".pth")  # a90a0ba3, torch.hub's convention
-_TRUNK = ("stem", "layer1", "layer2", "layer3", "layer4")
+STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")  # the trunk, input to output: one attribute each
 
 
 def kinetics_checkpoint_path() -> Path:
@@ -57,12 +55,12 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a corrupt file fails anywhere in the weights-only unpickler, with many types
         problem = "it is empty" if path.stat().st_size == 0 else f"not a complete PyTorch file ({type(err).__name__})"
-        raise StarError(
+        raise ValueError(
             f"could not read MC3-18 weights from {path}: {problem}. Pass a state dict saved with "
             "torch.save(model.state_dict(), path) from torchvision's mc3_18."
         ) from err
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise StarError(f"{path} does not hold a state dict (a mapping of names to tensors) of torchvision's mc3_18.")
+        raise ValueError(f"{path} does not hold a state dict (a mapping of names to tensors) of torchvision's mc3_18.")
     return state
 
 
@@ -70,7 +68,7 @@ def _resolve_weights(weights: str | Path | None) -> tuple[dict[str, Tensor] | No
     """The state dict to load (None: random init) and the id recorded in cache fingerprints."""
     if weights is None or weights == "random":
         warnings.warn(
-            "MC18Backbone uses RANDOM weights (weights=None/'random'): features are not Kinetics-400 features; "
+            "MC3_18Backbone uses RANDOM weights (weights=None/'random'): features are not Kinetics-400 features; "
             "use this only for tests and smoke runs.",
             UserWarning,
             stacklevel=3,
@@ -79,7 +77,7 @@ def _resolve_weights(weights: str | Path | None) -> tuple[dict[str, Tensor] | No
     if weights == "kinetics400":
         path = kinetics_checkpoint_path()
         if not path.is_file():
-            raise StarError(
+            raise FileNotFoundError(
                 f"MC3-18 Kinetics-400 weights not found: expected {KINETICS_FILENAME} in {path.parent} "
                 "(torch.hub.get_dir()/checkpoints; set TORCH_HOME to move it). Nothing is downloaded automatically: "
                 f"fetch {KINETICS_URL} and put it in that folder, or pass a state-dict path or 'random'."
@@ -87,14 +85,14 @@ def _resolve_weights(weights: str | Path | None) -> tuple[dict[str, Tensor] | No
         return _read_state_dict(path), f"kinetics400:{KINETICS_SHA256_PREFIX}"
     path = Path(weights)
     if not path.is_file():
-        raise StarError(
+        raise FileNotFoundError(
             f"MC3-18 weights file not found: {path}. Use 'kinetics400' (torch hub cache), 'random', "
             "or the path of a state dict saved from torchvision's mc3_18."
         )
     return _read_state_dict(path), f"file:{_sha256_prefix(path)}"
 
 
-class MC18Backbone(nn.Module):
+class MC3_18Backbone(nn.Module):
     """MC3-18 trunk: video (B, T, 3, H, W) -> local (B, T, 256, H/8, W/8), global (B, T, 512, H/16, W/16)."""
 
     local_channels = 256
@@ -112,14 +110,14 @@ class MC18Backbone(nn.Module):
             try:
                 missing, unexpected = net.load_state_dict(trunk_state, strict=False)
             except RuntimeError as err:  # shape mismatches
-                raise StarError(f"MC3-18 weights ({self.weights_id}) do not fit mc3_18: {err}") from err
+                raise ValueError(f"MC3-18 weights ({self.weights_id}) do not fit mc3_18: {err}") from err
             missing = [k for k in missing if not k.startswith("fc.")]
             if missing or unexpected:
-                raise StarError(
+                raise ValueError(
                     f"MC3-18 weights ({self.weights_id}) are not a torchvision mc3_18 state dict: "
                     f"missing {missing[:5]}, unexpected {unexpected[:5]} (first 5 of each shown)."
                 )
-        self.stem, self.layer1, self.layer2, self.layer3, self.layer4 = (getattr(net, name) for name in _TRUNK)
+        self.stem, self.layer1, self.layer2, self.layer3, self.layer4 = (getattr(net, name) for name in STAGES)
         # Not persistent: they are constants of the preset, not learned state.
         mean = torch.tensor(KINETICS_WEIGHTS.transforms().mean).view(1, 1, 3, 1, 1)
         std = torch.tensor(KINETICS_WEIGHTS.transforms().std).view(1, 1, 3, 1, 1)
@@ -130,7 +128,7 @@ class MC18Backbone(nn.Module):
             self.requires_grad_(False)
         self.train(trainable)
 
-    def train(self, mode: bool = True) -> MC18Backbone:
+    def train(self, mode: bool = True) -> MC3_18Backbone:
         # A frozen backbone is a fixed feature extractor: BatchNorm keeps its running statistics even
         # when a parent module (the trainer's model) is switched to training mode.
         return super().train(mode and self.trainable)
@@ -139,15 +137,15 @@ class MC18Backbone(nn.Module):
     def parameter_count() -> int:
         """Parameters of the trunk (stem + layer1-4), without building a backbone or touching weights."""
         net = mc3_18(weights=None)
-        return sum(p.numel() for name, p in net.named_parameters() if name.split(".")[0] in _TRUNK)
+        return sum(p.numel() for name, p in net.named_parameters() if name.split(".")[0] in STAGES)
 
     def forward(self, video: Tensor) -> tuple[Tensor, Tensor]:
         if video.ndim != 5 or video.shape[2] != 3:
-            raise StarError(f"MC18Backbone expects video as (B, T, 3, H, W), got shape {tuple(video.shape)}.")
+            raise ValueError(f"MC3_18Backbone expects video as (B, T, 3, H, W), got shape {tuple(video.shape)}.")
         height, width = video.shape[-2:]
         if height % self.global_stride or width % self.global_stride:
-            raise StarError(
-                f"MC18Backbone needs H and W divisible by {self.global_stride} so the feature maps are exactly "
+            raise ValueError(
+                f"MC3_18Backbone needs H and W divisible by {self.global_stride} so the feature maps are exactly "
                 f"H/{self.local_stride} and H/{self.global_stride}; got {height}x{width}. Resize to e.g. 112 or 224."
             )
         x = video.float().div(255.0) if video.dtype == torch.uint8 else video

@@ -5,7 +5,7 @@
 
 Two entry points give the same logits for the same clip:
 - `STAR.forward(local, global_, heatmaps, joints)` on (cached) backbone maps, joints in local-map cells;
-- `STAR.forward_video(video, joints_px, *, backbone)` runs an `MC18Backbone` first, converts the
+- `STAR.forward_video(video, joints_px, *, backbone)` runs an `MC3_18Backbone` first, converts the
   input-pixel joints with `joints_to_cells` and builds the heat maps with `joint_heatmaps`.
   The backbone is passed in rather than owned, so a STAR state dict never contains the (usually
   frozen, cached) CNN and one STAR instance serves both the cached-feature and the video path; for
@@ -47,10 +47,14 @@ from dataclasses import asdict, dataclass
 from torch import Tensor, nn
 
 from model.attention import attention_flops
-from model.backbone import MC18Backbone
-from model.tokens import JOINT_POSITIONS, TokenAggregator, joint_heatmaps, joints_to_cells
+from model.backbone import MC3_18Backbone
+from model.tokens import (
+    JOINT_POSITIONS,
+    TokenAggregator,
+    joint_heatmaps,
+    joints_to_cells,
+)
 from model.transformer import LAYER_KINDS, NORMS, STARStage
-from pipeline.errors import StarError
 
 INITS = ("fan_in", "vit")
 
@@ -61,7 +65,7 @@ class ModelConfig:
 
     num_classes: int
     persons: int = 2  # NTU RGB+D: up to 2 bodies per clip
-    joints: int = 25  # NTU RGB+D Kinect v2 skeleton
+    num_joints: int = 25  # joints per person: the NTU RGB+D Kinect v2 skeleton
     dim: int = 256
     depth: int = 3  # layers per stage (Fig. 5)
     heads: int = 4
@@ -71,8 +75,8 @@ class ModelConfig:
     decoder: str = "FB"
     multi_class: bool = True  # Table 3
     heatmap_sigma: float = 1.0  # in local-map cells
-    local_channels: int = MC18Backbone.local_channels
-    global_channels: int = MC18Backbone.global_channels
+    local_channels: int = MC3_18Backbone.local_channels
+    global_channels: int = MC3_18Backbone.global_channels
     norm: str = "pre"  # "post": eq. (11)-(14) literally
     init: str = "fan_in"  # "vit": trunc-normal(0.02) Linear weights
     token_norm: bool = True  # LayerNorm on the projected GG and JM tokens
@@ -81,19 +85,19 @@ class ModelConfig:
     frames: int = 16  # T of the clips (the temporal embedding's length; the trainer takes it from the cache)
 
     def __post_init__(self) -> None:
-        for name in ("num_classes", "persons", "joints", "dim", "depth", "heads", "local_channels", "global_channels", "frames"):
+        for name in ("num_classes", "persons", "num_joints", "dim", "depth", "heads", "local_channels", "global_channels", "frames"):
             if getattr(self, name) < 1:
-                raise StarError(f"model option {name} must be a positive integer, got {getattr(self, name)}.")
+                raise ValueError(f"model option {name} must be a positive integer, got {getattr(self, name)}.")
         if self.dim % self.heads:
-            raise StarError(f"model width dim={self.dim} is not divisible by heads={self.heads}.")
+            raise ValueError(f"model width dim={self.dim} is not divisible by heads={self.heads}.")
         choices = {"encoder": LAYER_KINDS, "decoder": LAYER_KINDS, "norm": NORMS, "init": INITS, "joint_position": JOINT_POSITIONS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise StarError(f"model option {name}={getattr(self, name)!r} is not one of {', '.join(allowed)}.")
+                raise ValueError(f"model option {name}={getattr(self, name)!r} is not one of {', '.join(allowed)}.")
         if not 0.0 <= self.dropout < 1.0:
-            raise StarError(f"dropout must be in [0, 1), got {self.dropout}.")
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
         if self.mlp_ratio <= 0 or self.heatmap_sigma <= 0:
-            raise StarError("mlp_ratio and heatmap_sigma must be positive.")
+            raise ValueError("mlp_ratio and heatmap_sigma must be positive.")
 
 
 def _parameter_count(module: nn.Module) -> int:
@@ -117,7 +121,7 @@ class STAR(nn.Module):
         *,
         num_classes: int,
         persons: int,
-        joints: int,
+        num_joints: int,
         dim: int,
         depth: int,
         heads: int,
@@ -137,7 +141,7 @@ class STAR(nn.Module):
         joint_position: str,
     ) -> None:
         super().__init__()
-        self.num_joints = persons * joints
+        self.joint_tokens = persons * num_joints  # N
         self.local_channels = local_channels
         self.global_channels = global_channels
         self.heatmap_sigma = heatmap_sigma
@@ -146,7 +150,7 @@ class STAR(nn.Module):
             local_channels=local_channels,
             dim=dim,
             persons=persons,
-            joints=joints,
+            num_joints=num_joints,
             multi_class=multi_class,
             token_norm=token_norm,
             frames=frames if temporal_embedding else None,
@@ -165,15 +169,15 @@ class STAR(nn.Module):
         expected = {
             "local": (local, (batch, frames, self.local_channels, *heatmaps.shape[-2:])),
             "global_": (global_, (batch, frames, self.global_channels, *global_.shape[-2:])),
-            "heatmaps": (heatmaps, (batch, frames, self.num_joints, *local.shape[-2:])),
-            "joints": (joints, (batch, frames, self.num_joints, 3)),
+            "heatmaps": (heatmaps, (batch, frames, self.joint_tokens, *local.shape[-2:])),
+            "joints": (joints, (batch, frames, self.joint_tokens, 3)),
         }
         for name, (tensor, shape) in expected.items():
             if tuple(tensor.shape) != shape:
-                raise StarError(
+                raise ValueError(
                     f"STAR input {name} has shape {tuple(tensor.shape)}, expected {shape} "
                     f"(B, T, local C'={self.local_channels}, global C={self.global_channels}, "
-                    f"N = persons * joints = {self.num_joints}); check that the cached features and the "
+                    f"N = persons * num_joints = {self.joint_tokens}); check that the cached features and the "
                     "model config agree."
                 )
 
@@ -200,7 +204,7 @@ class STAR(nn.Module):
         return self.forward_head(self.forward_features(local, global_, heatmaps, joints))
 
     def inputs_from_video(
-        self, video: Tensor, joints_px: Tensor, *, backbone: MC18Backbone
+        self, video: Tensor, joints_px: Tensor, *, backbone: MC3_18Backbone
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(local, global_, heatmaps, joints) for `forward`, from video (B,T,3,H,W) and pixel joints (B,T,N,3)."""
         local, global_ = backbone(video)  # (B, T, C', h', w'), (B, T, C, h, w)
@@ -208,7 +212,7 @@ class STAR(nn.Module):
         heatmaps = joint_heatmaps(joints, size=local.shape[-2:], sigma=self.heatmap_sigma)  # (B, T, N, h', w')
         return local, global_, heatmaps.to(local.dtype), joints.to(local.dtype)
 
-    def forward_video(self, video: Tensor, joints_px: Tensor, *, backbone: MC18Backbone) -> Tensor:
+    def forward_video(self, video: Tensor, joints_px: Tensor, *, backbone: MC3_18Backbone) -> Tensor:
         """Logits from raw clips: same result as `forward` on the maps `inputs_from_video` builds."""
         return self.forward(*self.inputs_from_video(video, joints_px, backbone=backbone))
 
@@ -221,14 +225,14 @@ def build_model(cfg: ModelConfig) -> STAR:
 def model_summary(cfg: ModelConfig, *, size: int) -> dict:
     """Parameter counts, token counts and attention FLOPs of `cfg` for clips of `cfg.frames` x size x size."""
     frames = cfg.frames
-    if size % MC18Backbone.global_stride:
-        raise StarError(f"input size must be a multiple of {MC18Backbone.global_stride}, got {size}.")
+    if size % MC3_18Backbone.global_stride:
+        raise ValueError(f"input size must be a multiple of {MC3_18Backbone.global_stride}, got {size}.")
     if frames < 1:
-        raise StarError(f"frames must be positive, got {frames}.")
+        raise ValueError(f"frames must be positive, got {frames}.")
     if {cfg.encoder[1], cfg.decoder[1]} & {"Z", "B"} and frames % 2:
-        raise StarError(f"ZAttn/BAttn split the frames into two equal groups: frames must be even, got {frames}.")
+        raise ValueError(f"ZAttn/BAttn split the frames into two equal groups: frames must be even, got {frames}.")
     model = build_model(cfg)
-    local_side, grid_side = size // MC18Backbone.local_stride, size // MC18Backbone.global_stride
+    local_side, grid_side = size // MC3_18Backbone.local_stride, size // MC3_18Backbone.global_stride
     grid = grid_side * grid_side
     tokens = model.aggregator.tokens_per_frame(grid_tokens=grid)
     flops: dict[str, dict[str, int]] = {}
@@ -241,8 +245,8 @@ def model_summary(cfg: ModelConfig, *, size: int) -> dict:
         "input": {"frames": frames, "size": size, "local_map": local_side, "global_map": grid_side},
         "tokens": {
             "grid_per_frame": grid,
-            "joints_per_frame": cfg.persons * cfg.joints,
-            "class_per_frame": tokens - grid - cfg.persons * cfg.joints,
+            "joints_per_frame": cfg.persons * cfg.num_joints,
+            "class_per_frame": tokens - grid - cfg.persons * cfg.num_joints,
             "per_frame": tokens,
             "per_clip": frames * tokens,
         },
@@ -252,7 +256,7 @@ def model_summary(cfg: ModelConfig, *, size: int) -> dict:
             "decoder": _parameter_count(model.decoder),
             "head": _parameter_count(model.head),
             "star_total": _parameter_count(model),
-            "backbone_mc3_18": MC18Backbone.parameter_count(),
+            "backbone_mc3_18": MC3_18Backbone.parameter_count(),
         },
         "attention_gflops": {
             **{f"{stage}_{part}": value / 1e9 for stage, parts in flops.items() for part, value in parts.items()},

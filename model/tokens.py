@@ -19,7 +19,7 @@ Choices where the paper is silent:
   epochs to amplify it; the Fourier features are unit-scale from the first step. Features of missing
   joints are zeroed, so NaN-coded missing joints are safe. Missing joints still occupy their token slot
   (no attention mask): the paper has none, and a fixed token count keeps ZAttn/BAttn reshapes simple.
-- Joint order: N = persons * joints with person-major order, n = person * joints + joint.
+- Joint order: N = persons * num_joints with person-major order, n = person * num_joints + joint.
 - Multi-class tokens (eq. 2-4): every frame carries its own copy of CLS_glob, CLS_joint and CLS_total
   (the same three learned vectors), so Z is the S x T matrix the paper writes and ZAttn/BAttn can split
   it by time without special cases. Per frame: [CLS_glob, g_1..g_P, CLS_joint, j_1..j_N, CLS_total],
@@ -43,8 +43,6 @@ import math
 import torch
 from torch import Tensor, nn
 
-from pipeline.errors import StarError
-
 
 def joints_to_cells(joints_px: Tensor, *, input_hw: tuple[int, int], map_hw: tuple[int, int]) -> Tensor:
     """(..., 3) joints in input pixels (x, y, conf) -> local-map cell units; confidence untouched."""
@@ -56,7 +54,7 @@ def joints_to_cells(joints_px: Tensor, *, input_hw: tuple[int, int], map_hw: tup
 def joint_heatmaps(joints: Tensor, *, size: tuple[int, int], sigma: float) -> Tensor:
     """Gaussian joint maps: joints (B, T, N, 3) in cell units -> (B, T, N, h', w'), peak 1, zero if conf <= 0."""
     if sigma <= 0:
-        raise StarError(f"heatmap sigma must be positive (in local-map cells), got {sigma}.")
+        raise ValueError(f"heatmap sigma must be positive (in local-map cells), got {sigma}.")
     height, width = size
     x, y, confidence = joints.unbind(-1)  # (B, T, N) each
     centres_x = torch.arange(width, dtype=joints.dtype, device=joints.device) + 0.5
@@ -83,7 +81,7 @@ def fourier_features(xy: Tensor, *, frequencies: int) -> Tensor:
 def joint_map_tokens(local: Tensor, heatmaps: Tensor) -> Tensor:
     """Eq. (1): heat-map-weighted sums of the local map, local (B, T, C', h', w') -> (B, T, N, C')."""
     if local.shape[:2] != heatmaps.shape[:2] or local.shape[-2:] != heatmaps.shape[-2:]:
-        raise StarError(
+        raise ValueError(
             f"local maps {tuple(local.shape)} and joint heat maps {tuple(heatmaps.shape)} disagree on batch, "
             "frames or map size; build the heat maps at the local map's size (h', w')."
         )
@@ -100,7 +98,7 @@ class TokenAggregator(nn.Module):
         local_channels: int,
         dim: int,
         persons: int,
-        joints: int,
+        num_joints: int,
         multi_class: bool = True,
         token_norm: bool = False,
         frames: int | None = None,
@@ -108,8 +106,8 @@ class TokenAggregator(nn.Module):
     ) -> None:
         super().__init__()
         if joint_position not in JOINT_POSITIONS:
-            raise StarError(f"joint_position={joint_position!r} is not a joint position encoding; use one of {JOINT_POSITIONS}.")
-        self.num_joints = persons * joints
+            raise ValueError(f"joint_position={joint_position!r} is not a joint position encoding; use one of {JOINT_POSITIONS}.")
+        self.joint_tokens = persons * num_joints  # N
         self.multi_class = multi_class
         self.grid_proj = nn.Linear(global_channels, dim)  # GG tokens, C -> D
         self.joint_proj = nn.Linear(local_channels, dim)  # JM tokens, C' -> D
@@ -117,7 +115,7 @@ class TokenAggregator(nn.Module):
         self.joint_norm = nn.LayerNorm(dim) if token_norm else nn.Identity()
         # Learned temporal embedding, one row per frame index (None: the paper's frame-order-blind tokens).
         self.frame_embed = nn.Parameter(torch.zeros(frames, dim)) if frames else None
-        self.joint_embed = nn.Parameter(torch.zeros(self.num_joints, dim))  # pos: one vector per (person, joint)
+        self.joint_embed = nn.Parameter(torch.zeros(self.joint_tokens, dim))  # pos: one vector per (person, joint)
         # pos: position features -> D; Fourier: 4F sin/cos features + confidence, linear: (x/w', y/h', confidence)
         self.frequencies = max(dim // 4, 1) if joint_position == "fourier" else 0
         self.position_proj = nn.Linear(4 * self.frequencies + 1 if self.frequencies else 3, dim)
@@ -134,12 +132,12 @@ class TokenAggregator(nn.Module):
     def class_token_positions(self, *, grid_tokens: int) -> list[int]:
         """Indices of the class tokens within one frame's S tokens."""
         if self.multi_class:
-            return [0, grid_tokens + 1, grid_tokens + self.num_joints + 2]
+            return [0, grid_tokens + 1, grid_tokens + self.joint_tokens + 2]
         return [0]
 
     def tokens_per_frame(self, *, grid_tokens: int) -> int:
         """S = P + N + number of class tokens."""
-        return grid_tokens + self.num_joints + len(self.class_token_positions(grid_tokens=grid_tokens))
+        return grid_tokens + self.joint_tokens + len(self.class_token_positions(grid_tokens=grid_tokens))
 
     def _position_features(self, joints: Tensor, *, map_hw: tuple[int, int]) -> Tensor:
         """(B, T, N, 3) joints in cells -> (B, T, N, F_in) inputs of `position_proj`, zero for missing joints."""
@@ -153,7 +151,7 @@ class TokenAggregator(nn.Module):
     def forward(self, local: Tensor, global_: Tensor, heatmaps: Tensor, joints: Tensor) -> Tensor:
         batch, frames = global_.shape[:2]
         if self.frame_embed is not None and frames != len(self.frame_embed):
-            raise StarError(
+            raise ValueError(
                 f"this STAR model learned a temporal embedding for T={len(self.frame_embed)} frames but got clips of "
                 f"T={frames}; sample {len(self.frame_embed)} frames per clip (or train a model for T={frames})."
             )

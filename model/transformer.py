@@ -28,7 +28,6 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from model.attention import ATTENTION_KINDS, FullAttention
-from pipeline.errors import StarError
 
 LAYER_KINDS = ("FF", "FZ", "FB")
 NORMS = ("pre", "post")
@@ -54,9 +53,9 @@ class STARLayer(nn.Module):
     def __init__(self, *, dim: int, heads: int, mlp_ratio: float, dropout: float, kind: str, norm: str = "pre") -> None:
         super().__init__()
         if kind not in LAYER_KINDS:
-            raise StarError(f"unknown STAR layer kind {kind!r}; use one of {', '.join(LAYER_KINDS)} (Table 4).")
+            raise ValueError(f"unknown STAR layer kind {kind!r}; use one of {', '.join(LAYER_KINDS)} (Table 4).")
         if norm not in NORMS:
-            raise StarError(f"unknown layer norm placement {norm!r}; use one of {', '.join(NORMS)}.")
+            raise ValueError(f"unknown layer norm placement {norm!r}; use one of {', '.join(NORMS)}.")
         self.kind = kind
         self.pre_norm = norm == "pre"
         self.full_attn = FullAttention(dim, heads, dropout)  # FSTA of eq. (11)

@@ -52,13 +52,14 @@ import zarr.storage
 from zarr.codecs import ZstdCodec
 from zarr.core.sync import sync
 
+from pipeline.differences import describe_differences, differing_keys
 from pipeline.errors import StarError
 
 FORMAT_VERSION = 2  # 2: pose_coverage
 MOSTLY_EMPTY_COVERAGE = 0.5  # a done clip whose pose_coverage is below this has mostly empty joint heat maps
 MAP_NAMES = ("local", "global", "heatmaps")  # float maps, quantized in 8-bit mode
 FEATURE_NAMES = (*MAP_NAMES, "joints")  # the keys of one sample's result and of `read`
-DEFAULT_UNIT_SIZE = 32  # 32 clips at T=16, 224x224 hold ~350 MB of float16 maps in the writer's memory
+DEFAULT_UNIT_SIZE = 16  # samples per work unit = per shard: 16 clips at T=16, 224x224 are ~175 MB of float16 maps in memory
 _META_KEY = "star_cache"
 _CREATING_KEY = "star_cache_creating"  # set while the arrays of a new store are being created
 _METADATA_CHUNK = 8192  # label/sample_id/splits: coordinator-only, so any chunking is safe; few files
@@ -75,19 +76,19 @@ class SampleStatus(enum.IntEnum):
 
 @dataclass(frozen=True)
 class CacheLayout:
-    """Per-sample shapes: `frames` T, local maps (C', h', w'), global maps (C, h, w), persons P, joints J."""
+    """Per-sample shapes: `frames` T, local maps (C', h', w'), global maps (C, h, w), persons P, `num_joints` J."""
 
     frames: int
     local_shape: tuple[int, int, int]
     global_shape: tuple[int, int, int]
     persons: int
-    joints: int
+    num_joints: int  # per person
 
     @classmethod
-    def for_mc3_18(cls, *, frames: int, input_size: int, persons: int, joints: int) -> CacheLayout:
+    def for_mc3_18(cls, *, frames: int, input_size: int, persons: int, num_joints: int) -> CacheLayout:
         """MC3-18 keeps T and downsamples space by 8 at layer3 (256 ch) and 16 at layer4 (512 ch)."""
         return cls(frames=frames, local_shape=(256, input_size // 8, input_size // 8),
-                   global_shape=(512, input_size // 16, input_size // 16), persons=persons, joints=joints)
+                   global_shape=(512, input_size // 16, input_size // 16), persons=persons, num_joints=num_joints)
 
     def sample_shapes(self) -> dict[str, tuple[int, ...]]:
         """Shape of one sample of each feature array."""
@@ -95,8 +96,8 @@ class CacheLayout:
         return {
             "local": (self.frames, *self.local_shape),
             "global": (self.frames, *self.global_shape),
-            "heatmaps": (self.frames, self.persons * self.joints, h_local, w_local),
-            "joints": (self.frames, self.persons, self.joints, 3),
+            "heatmaps": (self.frames, self.persons * self.num_joints, h_local, w_local),
+            "joints": (self.frames, self.persons, self.num_joints, 3),
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -106,7 +107,7 @@ class CacheLayout:
     def from_json(cls, data: Mapping[str, Any]) -> CacheLayout:
         return cls(frames=int(data["frames"]), local_shape=tuple(data["local_shape"]),
                    global_shape=tuple(data["global_shape"]), persons=int(data["persons"]),
-                   joints=int(data["joints"]))
+                   num_joints=int(data["num_joints"]))
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ class CacheInfo:
             f"  storage: {'uint8 + per-(sample, frame, channel) scales' if self.quantize else 'float16'}, zstd;"
             f" work unit {self.unit_size} samples",
             f"  layout: T={self.layout.frames} local={self.layout.local_shape} global={self.layout.global_shape}"
-            f" persons={self.layout.persons} joints={self.layout.joints}",
+            f" persons={self.layout.persons} joints per person={self.layout.num_joints}",
             f"  size on disk: {_human_bytes(self.bytes_on_disk)}"
             + (f" ({_human_bytes(per_clip)} per done clip)" if per_clip is not None else ""),
         ]
@@ -658,20 +659,15 @@ def _check_fingerprint(meta: Mapping[str, Any], *, requested: dict[str, Any], la
                        path: str) -> None:
     stored = {**meta["fingerprint"], "cache layout": meta["layout"], "cache 8-bit": meta["quantize"]}
     wanted = {**requested, "cache layout": layout.to_json(), "cache 8-bit": bool(quantize)}
-    differences = [f"{key}: stored={_describe(stored, key)} requested={_describe(wanted, key)}"
-                   for key in sorted(set(stored) | set(wanted))
-                   if key not in stored or key not in wanted or stored[key] != wanted[key]]
-    if differences:
+    differing = differing_keys(stored, wanted)
+    if differing:
         raise StarError(f"The feature cache at {path} was built with a different configuration: "
-                        f"{'; '.join(differences)}. Choose another --out, or delete {path} to rebuild it")
-
-
-def _describe(values: Mapping[str, Any], key: str) -> str:
-    return _shorten(repr(values[key])) if key in values else "<missing>"
+                        f"{describe_differences(stored, wanted, differing, names=('stored', 'requested'), limit=100)}. "
+                        f"Choose another --out, or delete {path} to rebuild it")
 
 
 def _shorten(text: str, limit: int = 100) -> str:
-    """Long fingerprint values (class name lists) cut so a message stays readable."""
+    """Long fingerprint values (class name lists) cut so a line stays readable."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

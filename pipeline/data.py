@@ -1,4 +1,4 @@
-"""Training data for STAR (issue 5, "Data"): clips from the feature cache, or decoded from video.
+"""Training data for STAR: clips from the feature cache, or decoded from video.
 
 - `CachedClips`: a torch `Dataset` over the zarr feature cache of `star extract`. It keeps only rows that
   are done and in the requested split, opens the store lazily in each process (DataLoader workers never
@@ -28,13 +28,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from model.backbone import MC18Backbone
 from pipeline.cache import FeatureCache
+from pipeline.clips import ClipSpec, load_clip
 from pipeline.datasets.layouts import JointLayout, layout_from_spec
 from pipeline.datasets.ntu import SAMPLE_NAME
 from pipeline.errors import StarError
-from pipeline.extract import ClipSpec, default_index_path, extraction_backbone, load_clip
-from pipeline.extract import weights_id as extract_weights_id
 from pipeline.index import AnnotationIndex
 
 
@@ -143,7 +141,7 @@ class CacheMeta:
     class_names: list[str]
     layout: JointLayout
     persons: int
-    joints: int
+    num_joints: int  # per person
 
     @property
     def clip_spec(self) -> ClipSpec:
@@ -167,27 +165,8 @@ def read_cache_meta(path: str | os.PathLike) -> CacheMeta:
         class_names=list(fingerprint["class_names"]),
         layout=layout,
         persons=cache.layout.persons,
-        joints=cache.layout.joints,
+        num_joints=cache.layout.num_joints,
     )
-
-
-def frozen_backbone_from_fingerprint(fingerprint: dict[str, Any], *, weights: str = "", trainable: bool = False) -> MC18Backbone:
-    """The MC3-18 that produced a cache's features, rebuilt from the fingerprint's weights id.
-
-    "random:seed0" is rebuilt the way extraction builds it (seed 0 inside a forked RNG, so the caller's RNG
-    is untouched); "kinetics400:..." loads the torch hub file; "file:<sha>" needs `weights`, the state-dict
-    path, whose checksum must match. End-to-end mode asks for `trainable=True`.
-    """
-    weights_id = str(fingerprint["weights"])
-    if weights_id.startswith("random:"):
-        return extraction_backbone("random", trainable=trainable)
-    if weights_id.startswith("kinetics400:"):
-        return extraction_backbone("kinetics400", trainable=trainable)
-    if not weights:
-        raise StarError(f"the cache was extracted with the backbone weights file {weights_id}: pass that state-dict file with --weights")
-    if extract_weights_id(weights) != weights_id:
-        raise StarError(f"--weights {weights} is not the backbone weights file of the cache ({weights_id}): pass the file used by `star extract`")
-    return MC18Backbone(weights=weights, trainable=trainable)
 
 
 # ----------------------------------------------------------------------------------------- splits

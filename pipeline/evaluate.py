@@ -1,4 +1,4 @@
-"""Evaluation of a trained STAR model (issue 5, `star evaluate`), and what training and prediction share with it.
+"""Evaluation of a trained STAR model (`star evaluate`), and what training and prediction share with it.
 
 - Metrics: top-1 and top-5 accuracy over all logits, mean per-class accuracy, a confusion matrix (CSV and
   PNG) and a per-class table, written next to a JSON report (`evaluate_checkpoint`).
@@ -31,20 +31,19 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from model.star import ModelConfig, build_model
 from pipeline.cache import FeatureCache
+from pipeline.checkpoints import check_fingerprint, load_trained_model, read_checkpoint
+from pipeline.classifier import autocast_context, batch_to_device
 from pipeline.data import (
     CachedClips,
     VideoClips,
     cache_split_name,
-    default_index_path,
     done_rows,
-    frozen_backbone_from_fingerprint,
     read_cache_meta,
 )
+from pipeline.devices import resolve_device
 from pipeline.errors import StarError
-from pipeline.files import load_torch_file
-from pipeline.extract import resolve_device
+from pipeline.index import default_index_path
 
 TOP_K = 5
 OTHER_CLASSES = "other classes"
@@ -53,117 +52,7 @@ OTHER_CLASSES = "other classes"
 # ----------------------------------------------------------------------------------------------- checkpoints
 
 
-# 2: ModelConfig gained norm, init, token_norm, temporal_embedding, frames and joint_position; format-1
-# checkpoints hold the post-LN, trunc-normal model without them and cannot be loaded into the current one.
-CHECKPOINT_FORMAT = 2
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint written by `pipeline.train` safely (tensors and plain containers only) and check that
-    it is whole: the keys every command reads, a model config that builds, weights that fit that model."""
-    path = Path(path)
-    state = load_torch_file(path, what="checkpoint", hint="use last.pt or best.pt from `star train`")
-    if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
-        raise StarError(f"checkpoint {path} is not a STAR checkpoint (no model state or model config); use last.pt or best.pt from `star train`")
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise StarError(f"checkpoint {path} has format {state.get('format')}, written by an older STAR whose model this version "
-                        f"no longer builds (this version reads format {CHECKPOINT_FORMAT}): train it again with `star train`")
-    _check_checkpoint(state, path)
-    return state
-
-
-_CHECKPOINT_KEYS = {"model": dict, "model_config": dict, "fingerprint": dict, "class_names": list, "config": dict}
-_FINGERPRINT_KEYS = ("frames", "input_size", "crop", "layout", "weights")
-
-
-def _check_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """A checkpoint's parts agree with each other; StarError naming the first part that does not."""
-    for key, kind in _CHECKPOINT_KEYS.items():
-        if not isinstance(state.get(key), kind):
-            raise StarError(f"checkpoint {path} is damaged: '{key}' is missing or not a {kind.__name__}")
-    missing = [key for key in _FINGERPRINT_KEYS if key not in state["fingerprint"]]
-    if missing:
-        raise StarError(f"checkpoint {path} is damaged: its feature fingerprint lacks {', '.join(missing)}")
-    try:
-        cfg = ModelConfig(**state["model_config"])
-    except (TypeError, ValueError, StarError) as err:
-        raise StarError(f"checkpoint {path}: its model config cannot be built ({err})") from err
-    if len(state["class_names"]) != cfg.num_classes:
-        raise StarError(f"checkpoint {path} is damaged: {len(state['class_names'])} class names for a {cfg.num_classes}-class model")
-    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
-        expected = {name: tuple(t.shape) for name, t in build_model(cfg).state_dict().items()}
-    stored = {name: tuple(t.shape) if torch.is_tensor(t) else None for name, t in state["model"].items()}
-    wrong = [name for name in expected if stored.get(name) != expected[name]] + sorted(set(stored) - set(expected))
-    if wrong:
-        name = wrong[0]
-        found = "absent" if name not in stored else f"shape {stored[name]}" if name in expected else "not part of the model"
-        needed = f", its model config needs {expected[name]}" if name in expected else ""
-        raise StarError(f"checkpoint {path}: the weights do not fit its model config (dim={cfg.dim}, depth={cfg.depth}, "
-                        f"heads={cfg.heads}): {name} is {found}{needed} ({len(wrong)} tensors differ)")
-
-
-def fingerprint_differences(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
-    """Keys whose values differ between two cache fingerprints (missing keys count as differing)."""
-    keys = sorted(set(expected) | set(actual))
-    return [key for key in keys if _jsonable(expected.get(key)) != _jsonable(actual.get(key))]
-
-
-def check_fingerprint(*, expected: dict[str, Any], actual: dict[str, Any], what: str) -> None:
-    """Refuse to use a cache whose features were made differently from those a checkpoint was trained on."""
-    differing = fingerprint_differences(expected, actual)
-    if differing:
-        details = "; ".join(_difference(key, expected.get(key), actual.get(key)) for key in differing)
-        raise StarError(
-            f"{what}: the cache's feature fingerprint differs from the checkpoint's in {', '.join(differing)} "
-            f"({details}); use the cache the model was trained on or extract one with the same settings"
-        )
-
-
-def _difference(key: str, checkpoint_value: Any, cache_value: Any) -> str:
-    shown = (repr(checkpoint_value), repr(cache_value))
-    if max(map(len, shown)) > 60:  # class-name lists and the like: the key says enough
-        return f"{key}: not the same"
-    return f"{key}: checkpoint {shown[0]} vs cache {shown[1]}"
-
-
-def _jsonable(value: Any) -> Any:
-    """Normalise tuples/lists and numpy scalars so that fingerprints read from JSON and from memory compare equal."""
-    return json.loads(json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
-
-
 # ------------------------------------------------------------------------------------------------ batches
-
-
-class ClipClassifier(nn.Module):
-    """Runs STAR on one collated batch, from cached maps or from video, so DDP can wrap either path.
-
-    A batch with a "video" key goes through `STAR.forward_video` with this module's `backbone` (end-to-end
-    mode); otherwise the cached maps go through `STAR.forward`. One `forward` for both is what lets
-    `DistributedDataParallel` see the video path too (DDP synchronises only gradients of calls made through
-    its own `forward`), and owning the backbone puts its trainable parameters under DDP.
-    """
-
-    def __init__(self, *, star: nn.Module, backbone: nn.Module | None = None) -> None:
-        super().__init__()
-        self.star = star
-        self.backbone = backbone
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        if "video" in batch:
-            if self.backbone is None:
-                raise StarError("a video batch needs a backbone: build the classifier with backbone=MC18Backbone(...)")
-            return self.star.forward_video(batch["video"], batch["joints"], backbone=self.backbone)
-        return self.star(batch["local"], batch["global"], batch["heatmaps"], batch["joints"])
-
-
-def batch_to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """Move every tensor of a collated batch to `device` (non-blocking when the batch is pinned)."""
-    return {key: value.to(device, non_blocking=True) if torch.is_tensor(value) else value for key, value in batch.items()}
-
-
-def autocast_context(*, device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA when enabled; a no-op context elsewhere (CPU runs stay float32 and bit-reproducible)."""
-    return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
 
 
 # ------------------------------------------------------------------------------------------------ metrics
@@ -383,23 +272,6 @@ def write_report_files(report: ClassificationReport, *, out_dir: str | os.PathLi
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints → models
-
-
-def load_trained_model(checkpoint: dict[str, Any], *, video: bool, weights: str = "") -> ClipClassifier:
-    """The classifier a checkpoint describes, in eval mode on the CPU.
-
-    `video=True` adds the MC3-18 needed to run on decoded clips: the fine-tuned one of an end-to-end
-    checkpoint, else the frozen backbone that produced the cache (rebuilt from the fingerprint; `weights`
-    is the state-dict file when the cache was extracted from one).
-    """
-    star = build_model(ModelConfig(**checkpoint["model_config"]))
-    star.load_state_dict(checkpoint["model"])
-    backbone = None
-    if video or checkpoint.get("stage") == "end_to_end":
-        backbone = frozen_backbone_from_fingerprint(checkpoint["fingerprint"], weights=weights)
-        if "backbone" in checkpoint:
-            backbone.load_state_dict(checkpoint["backbone"])
-    return ClipClassifier(star=star, backbone=backbone).eval()
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,12 @@ import numpy as np
 import torch
 
 from model.rollout import attention_rollout
+from pipeline.checkpoints import load_trained_model, read_checkpoint
+from pipeline.clips import ClipSpec
 from pipeline.datasets.layouts import BUILTIN_LAYOUTS, JointLayout, layout_from_spec
+from pipeline.devices import resolve_device
+from pipeline.differences import differing_keys
 from pipeline.errors import StarError
-from pipeline.evaluate import fingerprint_differences, load_trained_model, read_checkpoint
-from pipeline.extract import ClipSpec, resolve_device
 from pipeline.plots import ImportanceSeries, plot_frame_importance, skeleton_box
 from pipeline.predict import ClassScore, clip_of_video
 from pipeline.video import read_frames
@@ -112,7 +114,7 @@ def explain(
     paths = [str(checkpoint)]
     if compare is not None:
         other = read_checkpoint(compare)
-        differing = fingerprint_differences(states[0]["fingerprint"], other["fingerprint"])
+        differing = differing_keys(states[0]["fingerprint"], other["fingerprint"])
         if differing:
             raise StarError(f"--compare {compare} was trained on features extracted differently from {checkpoint} "
                             f"({', '.join(differing)} differ): compare models trained on the same feature cache")

@@ -22,7 +22,6 @@ cache and counted as skipped.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import threading
 import time
@@ -34,53 +33,33 @@ import cv2
 import numpy as np
 import torch
 
-from pipeline import clips
-from pipeline.cache import CacheLayout, FeatureCache, heatmap_report
-from pipeline.datasets.records import LISTED_MISSING_SKELETON, OK, POSE_IN_FRAME_FAIL, POSE_IN_FRAME_WARN
-from pipeline.errors import StarError
-from pipeline.geometry import CROP_MODES, clip_geometry
+from model.star import ModelConfig
+from pipeline.backbone import load_backbone, weights_id
+from pipeline.cache import DEFAULT_UNIT_SIZE, CacheLayout, FeatureCache, heatmap_report
+from pipeline.clips import Clip, ClipSpec, load_clip
 from pipeline.datasets import read_dataset
-from pipeline.datasets.records import DatasetReader
-from pipeline.index import AnnotationIndex, build_index, check_index_file
-from pipeline.video import read_frames
+from pipeline.datasets.records import (
+    LISTED_MISSING_SKELETON,
+    OK,
+    POSE_IN_FRAME_FAIL,
+    POSE_IN_FRAME_WARN,
+    DatasetReader,
+)
+from pipeline.devices import resolve_device
+from pipeline.errors import StarError
+from pipeline.geometry import CROP_MODES
+from pipeline.index import (
+    AnnotationIndex,
+    build_index,
+    check_index_file,
+    default_index_path,
+)
 
 # Bump when a code change alters the values written to the cache: stores from older code are then refused.
 EXTRACT_VERSION = 1
 DATASETS = ("ntu60", "ntu120", "penn", "folder")
-DEFAULT_HEATMAP_SIGMA = 1.0  # local-map cells; the model's default too (model/star.py)
+DEFAULT_HEATMAP_SIGMA = ModelConfig.heatmap_sigma  # local-map cells: the maps the model's defaults expect
 EXIT_OK, EXIT_FAILED_SAMPLES = 0, 3
-
-
-@dataclass(frozen=True)
-class ClipSpec:
-    """How a clip becomes backbone input: T frames, S x S pixels, full-frame resize or person crop."""
-
-    frames: int = 16
-    size: int = 224
-    crop: str = "full"
-
-
-@dataclass(frozen=True)
-class Clip:
-    frames: np.ndarray  # (T, S, S, 3) uint8 RGB
-    joints: np.ndarray  # (T, P, J, 3) (x, y, confidence) in input pixels of the S x S frames
-    frame_indices: np.ndarray  # (T,) indices into the original video
-
-
-def load_clip(*, video: Path, skeleton: np.ndarray, usable_frames: int, frame_size: tuple[int, int], spec: ClipSpec,
-              rng: np.random.Generator | None = None) -> Clip:
-    """Decode and transform one clip. rng None: segment centres (extraction); else temporal jitter (training).
-
-    `skeleton` is (frames, P, J, 3) in original pixels; clips are sampled from the frames that both the video and
-    the skeleton have (`usable_frames`), and the one crop box of the clip maps frames and joints alike.
-    """
-    if usable_frames < 1:
-        raise StarError(f"{video}: no frame is shared by the video and its skeleton")
-    indices = clips.clip_indices(usable_frames, spec.frames, rng=rng)  # (T,)
-    joints_px = skeleton[indices]  # (T, P, J, 3) original pixels
-    geometry = clip_geometry(frame_size=frame_size, skeleton=joints_px, size=spec.size, crop=spec.crop)
-    frames = geometry.frames_to_input(read_frames(video, indices))  # (T, S, S, 3)
-    return Clip(frames=frames, joints=geometry.joints_to_input(joints_px), frame_indices=indices)
 
 
 @dataclass(frozen=True)
@@ -99,7 +78,7 @@ class ExtractConfig:
     heatmap_sigma: float = DEFAULT_HEATMAP_SIGMA
     batch_size: int = 4
     workers: int = 2  # decode threads per unit runner
-    unit_size: int = 16  # samples per work unit = per shard; fixed when the store is created
+    unit_size: int = DEFAULT_UNIT_SIZE  # samples per work unit = per shard; fixed when the store is created
     limit: int | None = None  # the first N indexed samples (after skips); None: all
     quantize: bool = False  # opt-in 8-bit maps with per-channel scales
     retry_failed: bool = False
@@ -139,36 +118,6 @@ class ExtractConfig:
             raise StarError(f"--heatmap-sigma must be > 0, got {self.heatmap_sigma}")
 
 
-def default_index_path(*, cache_path: str, dataset: str) -> Path:
-    """Where the annotation index lives unless --index says otherwise: next to the cache, one per dataset."""
-    return Path(cache_path).resolve().parent / f"{dataset}-index.h5"
-
-
-def extraction_backbone(weights: str, *, trainable: bool = False):
-    """The MC3-18 that extraction runs; "random" weights are drawn under seed 0 in a forked RNG, so every process
-    (and training's end-to-end mode) rebuilds the same network without touching the caller's RNG."""
-    from model.backbone import MC18Backbone
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return MC18Backbone(weights=None if weights == "random" else weights, trainable=trainable)
-
-
-def weights_id(weights: str) -> str:
-    """Name and checksum of the backbone weights, for the fingerprint (a file is hashed, not trusted by name)."""
-    if weights in ("kinetics400", "random"):
-        return {"kinetics400": "kinetics400:mc3_18-a90a0ba3", "random": "random:seed0"}[weights]
-    path = Path(weights)
-    if not path.is_file():
-        problem = "is a folder" if path.is_dir() else "no such file"
-        raise StarError(f"--weights {weights}: {problem}; use kinetics400, random or a state-dict file")
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return f"file:{digest.hexdigest()[:16]}"
-
-
 def fingerprint(cfg: ExtractConfig, index: AnnotationIndex | DatasetReader) -> dict:
     """What determines the cached values; a store built with a different fingerprint is refused."""
     return {
@@ -202,10 +151,10 @@ def preflight(cfg: ExtractConfig) -> None:
     reader = read_dataset(cfg.dataset, Path(cfg.root))
     check_index_file(cfg.index_path, dataset=cfg.dataset)
     layout = CacheLayout.for_mc3_18(frames=cfg.frames, input_size=cfg.size, persons=reader.persons,
-                                    joints=reader.layout.num_joints)
+                                    num_joints=reader.layout.num_joints)
     FeatureCache.check_target(cfg.out, fingerprint=fingerprint(cfg, reader), layout=layout, quantize=cfg.quantize)
     if cfg.weights != "random":
-        extraction_backbone(cfg.weights)  # reads and checks the state dict
+        load_backbone(cfg.weights)  # reads and checks the state dict
 
 
 @dataclass(frozen=True)
@@ -243,7 +192,7 @@ def prepare(cfg: ExtractConfig) -> Plan:
     splits = {f"{bench}-{part}": np.asarray(index.split_mask(bench, part))[rows]
               for bench in index.benchmarks for part in sorted(set(index.splits(bench)) - {""})}
     layout = CacheLayout.for_mc3_18(frames=cfg.frames, input_size=cfg.size, persons=index.persons,
-                                    joints=index.layout.num_joints)
+                                    num_joints=index.layout.num_joints)
     cache = FeatureCache.create_or_open(
         cfg.out, fingerprint=fingerprint(cfg, index), layout=layout,
         sample_ids=np.asarray(index.sample_ids)[rows], labels=np.asarray(index.labels)[rows], splits=splits,
@@ -263,14 +212,6 @@ class UnitReport:
     seconds: float = 0.0
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise StarError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-    return torch.device(device)
-
-
 class UnitExtractor:
     """Turns work units into cache rows; one per process (see `extractor_for`), shared by its threads."""
 
@@ -280,7 +221,7 @@ class UnitExtractor:
         self.cache = FeatureCache.open(cfg.out, mode="r+")
         self.rows = {sample_id: row for row, sample_id in enumerate(self.index.sample_ids)}
         self.device = resolve_device(cfg.device)
-        self.backbone = extraction_backbone(cfg.weights).to(self.device)
+        self.backbone = load_backbone(cfg.weights).to(self.device)
         self._decoder = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="star-decode")
         self._compute = threading.Lock()  # one backbone call at a time; other threads decode meanwhile
 

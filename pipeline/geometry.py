@@ -1,4 +1,4 @@
-"""Input geometry of a clip, shared by extraction and on-the-fly decoding (issue 4, "Input geometry").
+"""Input geometry of a clip, shared by extraction and on-the-fly decoding.
 
 The backbone sees S x S frames (S = 224 in the paper). Two modes:
 - "full" (the paper's default): the whole W x H frame is resized to S x S, aspect ratio not kept.

@@ -1,6 +1,6 @@
-"""Pictures of a STAR run (issue 6, "Plots and reports everywhere they help"), drawn with matplotlib's Agg backend.
+"""Pictures of a STAR run, drawn with matplotlib's Agg backend.
 
-- `plot_training_curves`: loss and accuracy per epoch from a run's `metrics.jsonl` (`pipeline/train.py`'s log).
+- `plot_training_curves`: loss and accuracy per epoch from a run's `metrics.jsonl` (written by `pipeline/run_log.py`).
 - `plot_per_class_accuracy`: per-class accuracy (recall) bars of an evaluation report, worst class first.
 - `plot_frame_importance`: the paper's Fig. 6 — the sampled frames with their skeletons drawn, and under them the
   relative frame importance (attention rollout, §4.3) of one or more models as bar charts aligned with the frames
@@ -26,8 +26,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: servers and CI have no display
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen before pyplot is imported)
-from matplotlib import patheffects  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib import patheffects  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from pipeline.errors import StarError  # noqa: E402

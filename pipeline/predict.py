@@ -23,15 +23,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.clips import usable_frames
+from pipeline.checkpoints import load_trained_model, read_checkpoint
+from pipeline.clips import Clip, ClipSpec, load_clip, usable_frames
 from pipeline.datasets.folder import read_pose_file
 from pipeline.datasets.layouts import JointLayout, layout_from_spec
 from pipeline.datasets.ntu_skeleton import read_ntu_skeleton
 from pipeline.datasets.penn import read_penn_labels
 from pipeline.datasets.records import pose_outside_frame_reason
+from pipeline.devices import resolve_device
 from pipeline.errors import StarError
-from pipeline.evaluate import load_trained_model, read_checkpoint
-from pipeline.extract import Clip, ClipSpec, load_clip, resolve_device
 from pipeline.video import VideoInfo, probe_video
 
 POSE_SUFFIXES = (".skeleton", ".mat", ".npz", ".json")

@@ -9,7 +9,7 @@ OpenCV's header values do not show. Other containers, or an AVI without those he
 
 `read_frames` decodes sequentially: `grab()` every frame up to the last one wanted and `retrieve()`
 only the wanted ones. Seeking (`CAP_PROP_POS_FRAMES`) is slow and inexact in H.264, and the decoder
-has to decode every frame up to the last wanted one anyway (ecosystem notes, "Video decoding").
+has to decode every frame up to the last wanted one anyway.
 Memory holds only the returned frames. Frames come back RGB (OpenCV decodes BGR).
 """
 

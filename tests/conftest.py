@@ -5,18 +5,13 @@ Session-scoped originals are generated once; tests that modify files take a copy
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+import flows  # noqa: F401 (sets Prefect's quiet, offline defaults before any test imports Prefect)
 from pipeline.synthetic import generate_ntu_dataset, generate_penn_dataset
-
-# Prefect reads these at import: no analytics calls from an offline machine, and only warnings on the console.
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # Prefect's 20 s is too short on a busy 2-core machine
 
 DATA_DIR = Path(__file__).parent / "data"
 REAL_NTU_VIDEO = DATA_DIR / "S001C001P001R001A001_rgb.avi"  # the real NTU clip: 1920x1080 H.264, 103 frames

@@ -1,4 +1,4 @@
-"""MC18Backbone: shapes, normalisation, weight loading (path / torch hub cache / random), frozen mode."""
+"""MC3_18Backbone: shapes, normalisation, weight loading (path / torch hub cache / random), frozen mode."""
 
 from __future__ import annotations
 
@@ -11,16 +11,17 @@ import torch
 from torch import nn
 from torchvision.models.video import mc3_18, r3d_18
 
-from model.backbone import KINETICS_FILENAME, KINETICS_URL, MC18Backbone
+from model.backbone import KINETICS_FILENAME, KINETICS_URL, MC3_18Backbone
+from pipeline.backbone import load_backbone
 from pipeline.errors import StarError
 
 KINETICS_MEAN = torch.tensor([0.43216, 0.394666, 0.37645]).view(1, 3, 1, 1, 1)
 KINETICS_STD = torch.tensor([0.22803, 0.22145, 0.216989]).view(1, 3, 1, 1, 1)
 
 
-def random_backbone(**kwargs) -> MC18Backbone:
+def random_backbone(**kwargs) -> MC3_18Backbone:
     with pytest.warns(UserWarning, match="RANDOM weights"):
-        return MC18Backbone(weights="random", **kwargs)
+        return MC3_18Backbone(weights="random", **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +53,13 @@ def test_shapes_strides_and_random_id():
 
 def test_none_is_random_with_warning():
     with pytest.warns(UserWarning, match="RANDOM weights"):
-        assert MC18Backbone(weights=None).weights_id == "random"
+        assert MC3_18Backbone(weights=None).weights_id == "random"
 
 
 def test_path_weights_match_torchvision_model_including_normalisation(saved_mc3_18, clip):
     """A state dict saved from torchvision's mc3_18 loads through the path option and computes its maps."""
     path, net = saved_mc3_18
-    backbone = MC18Backbone(weights=path)
+    backbone = MC3_18Backbone(weights=path)
     reference = {k: v for k, v in net.state_dict().items() if not k.startswith("fc.")}
     loaded = backbone.state_dict()
     assert loaded.keys() == reference.keys()
@@ -89,7 +90,7 @@ def offline_hub(tmp_path, monkeypatch) -> Path:
     assert tmp_path in hub_dir.parents, "torch.hub.set_dir() was called elsewhere; TORCH_HOME is ignored"
 
     def no_download(*args, **kwargs):
-        raise AssertionError("MC18Backbone tried to download weights")
+        raise AssertionError("MC3_18Backbone tried to download weights")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
@@ -98,8 +99,8 @@ def offline_hub(tmp_path, monkeypatch) -> Path:
 
 
 def test_missing_kinetics_file_is_a_clear_error_not_a_download(offline_hub):
-    with pytest.raises(StarError) as info:
-        MC18Backbone(weights="kinetics400")
+    with pytest.raises(StarError) as info:  # the pipeline's loader turns the model's FileNotFoundError into one line
+        load_backbone("kinetics400")
     message = str(info.value)
     assert KINETICS_FILENAME == "mc3_18-a90a0ba3.pth"
     assert KINETICS_FILENAME in message
@@ -113,26 +114,28 @@ def test_kinetics_loads_from_hub_cache(offline_hub, saved_mc3_18):
     path, net = saved_mc3_18
     offline_hub.mkdir(parents=True)
     (offline_hub / KINETICS_FILENAME).write_bytes(path.read_bytes())
-    backbone = MC18Backbone(weights="kinetics400")
+    backbone = MC3_18Backbone(weights="kinetics400")
     assert backbone.weights_id == "kinetics400:a90a0ba3"
     assert torch.equal(backbone.layer4[1].conv2[0].weight, net.layer4[1].conv2[0].weight)
 
 
-def test_bad_weight_files_raise_star_error(tmp_path):
-    with pytest.raises(StarError, match="not found"):
-        MC18Backbone(weights=tmp_path / "absent.pth")
+def test_bad_weight_files_raise_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        MC3_18Backbone(weights=tmp_path / "absent.pth")
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"this is not a checkpoint")
-    with pytest.raises(StarError, match="could not read"):
-        MC18Backbone(weights=garbage)
+    with pytest.raises(ValueError, match="could not read"):
+        MC3_18Backbone(weights=garbage)
+    with pytest.raises(StarError, match="could not read"):  # the same, through the pipeline's loader
+        load_backbone(str(garbage))
     other = tmp_path / "r3d_18.pth"
     torch.save(r3d_18(weights=None).state_dict(), other)  # same keys, 3x3x3 convs where MC3 has 1x3x3
-    with pytest.raises(StarError, match="do not fit mc3_18"):
-        MC18Backbone(weights=other)
+    with pytest.raises(ValueError, match="do not fit mc3_18"):
+        MC3_18Backbone(weights=other)
     partial = tmp_path / "partial.pth"
     torch.save({k: v for k, v in mc3_18(weights=None).state_dict().items() if not k.startswith("layer4")}, partial)
-    with pytest.raises(StarError, match="missing"):
-        MC18Backbone(weights=partial)
+    with pytest.raises(ValueError, match="missing"):
+        MC3_18Backbone(weights=partial)
 
 
 def test_frozen_backbone_stays_in_eval_mode_without_grads(clip):
@@ -165,7 +168,7 @@ def test_trainable_backbone_trains_and_passes_gradients():
 
 def test_bad_input_shapes_raise():
     backbone = random_backbone()
-    with pytest.raises(StarError, match="divisible by 16"):
+    with pytest.raises(ValueError, match="divisible by 16"):
         backbone(torch.zeros(1, 2, 3, 100, 112))
-    with pytest.raises(StarError, match=r"\(B, T, 3, H, W\)"):
+    with pytest.raises(ValueError, match=r"\(B, T, 3, H, W\)"):
         backbone(torch.zeros(2, 3, 112, 112))

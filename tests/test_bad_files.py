@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_data import extract_video_cache, one_thread  # noqa: F401 (autouse fixture)
 from typer.testing import CliRunner
 
 from cli import app
@@ -32,8 +32,8 @@ from pipeline.datasets.layouts import COCO17
 from pipeline.datasets.ntu_skeleton import parse_skeleton_bytes
 from pipeline.errors import StarError
 from pipeline.index import AnnotationIndex, build_index
-from pipeline.train import resolve_config, train
-from test_data import extract_video_cache, one_thread  # noqa: F401 (autouse fixture)
+from pipeline.train import train
+from pipeline.train_config import resolve_config
 
 TINY = {"dim": 32, "depth": 1, "heads": 2}
 SAMPLE = "S001C002P003R001A023"

@@ -13,10 +13,16 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline.cache import (CacheLayout, FeatureCache, SampleStatus, dequantize_map, quantize_map)
+from pipeline.cache import (
+    CacheLayout,
+    FeatureCache,
+    SampleStatus,
+    dequantize_map,
+    quantize_map,
+)
 from pipeline.errors import StarError
 
-LAYOUT = CacheLayout.for_mc3_18(frames=4, input_size=112, persons=2, joints=5)
+LAYOUT = CacheLayout.for_mc3_18(frames=4, input_size=112, persons=2, num_joints=5)
 FINGERPRINT = {"weights": "random:0", "frames": 4, "input_size": 112, "crop": "full", "code": "test"}
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -117,9 +123,9 @@ def test_fingerprint_mismatch_lists_every_differing_key(tmp_path):
     with pytest.raises(StarError) as err:
         _create(path, fingerprint=changed, quantize=True)
     message = str(err.value)
-    for part in ("crop: stored='full' requested='person'", "frames: stored=4 requested=8",
-                 "decoder: stored=<missing> requested='pyav'", "code: stored='test' requested=<missing>",
-                 "cache 8-bit: stored=False requested=True", "--out"):
+    for part in ("crop: stored 'full' vs requested 'person'", "frames: stored 4 vs requested 8",
+                 "decoder: stored <missing> vs requested 'pyav'", "code: stored 'test' vs requested <missing>",
+                 "cache 8-bit: stored False vs requested True", "--out"):
         assert part in message
     assert "weights" not in message and "\n" not in message
 

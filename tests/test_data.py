@@ -1,4 +1,4 @@
-"""CachedClips, VideoClips and the cache-valid augmentations (issue 5, "Data").
+"""CachedClips, VideoClips and the cache-valid augmentations.
 
 `write_toy_cache` builds a small real zarr cache through `FeatureCache`'s own write API; the training,
 evaluation and DDP tests import it from here.
@@ -17,7 +17,9 @@ from torchvision.models.video import mc3_18
 
 from model.star import ModelConfig, build_model
 from model.tokens import joint_heatmaps
+from pipeline.backbone import backbone_from_fingerprint, weights_id
 from pipeline.cache import CacheLayout, FeatureCache
+from pipeline.classifier import ClipClassifier
 from pipeline.data import (
     CachedClips,
     ClipAugment,
@@ -25,15 +27,13 @@ from pipeline.data import (
     augment_maps,
     augment_video,
     cache_split_name,
-    default_index_path,
     flip_maps,
-    frozen_backbone_from_fingerprint,
     read_cache_meta,
 )
 from pipeline.datasets.layouts import layout_from_spec
 from pipeline.errors import StarError
-from pipeline.evaluate import ClipClassifier
-from pipeline.extract import ExtractConfig, extract, weights_id
+from pipeline.extract import ExtractConfig, extract
+from pipeline.index import default_index_path
 from pipeline.synthetic import generate_ntu_dataset
 
 TOY_LAYOUT = {"name": "toy5", "joint_names": ["head", "hand_l", "hand_r", "foot_l", "foot_r"], "flip_pairs": [[1, 2], [3, 4]]}
@@ -80,7 +80,7 @@ def toy_sample(row: int, label: int, layout: CacheLayout, *, signal: float = 1.5
 
 def write_toy_cache(path, *, n: int = 24, frames: int = 4, fingerprint: dict | None = None, failed=(), pending=(), signal: float = 1.5) -> FeatureCache:
     """A real cache of `n` samples: every 4th block of 4 rows is test (all classes), the rest train; given rows failed or left pending."""
-    layout = CacheLayout.for_mc3_18(frames=frames, input_size=32, persons=1, joints=5)
+    layout = CacheLayout.for_mc3_18(frames=frames, input_size=32, persons=1, num_joints=5)
     labels = np.array([TOY_USED_CLASSES[row % len(TOY_USED_CLASSES)] for row in range(n)], dtype=np.int64)
     test = np.arange(n) // 4 % 4 == 3
     cache = FeatureCache.create_or_open(
@@ -179,7 +179,7 @@ def test_split_names_and_errors(toy_cache, tmp_path):
     with pytest.raises(StarError, match="No feature cache"):
         read_cache_meta(tmp_path / "nowhere.zarr")
     meta = read_cache_meta(toy_cache.path)
-    assert meta.class_names == TOY_CLASSES and meta.layout.name == "toy5" and (meta.persons, meta.joints) == (1, 5)
+    assert meta.class_names == TOY_CLASSES and meta.layout.name == "toy5" and (meta.persons, meta.num_joints) == (1, 5)
     assert (meta.clip_spec.frames, meta.clip_spec.size, meta.clip_spec.crop) == (4, 32, "full")
 
 
@@ -257,8 +257,8 @@ def test_video_clips_reproduce_the_cached_clip(tmp_path):
     index = default_index_path(cache_path=meta.path, dataset="ntu120")
     video = VideoClips(index_path=index, sample_ids=cached.sample_ids, spec=meta.clip_spec)
     assert len(video) == len(cached) == 4 and video.labels.tolist() == cached.labels.tolist()
-    backbone = frozen_backbone_from_fingerprint(meta.fingerprint)
-    star = build_model(ModelConfig(num_classes=len(meta.class_names), persons=meta.persons, joints=meta.joints, dim=32, depth=1, heads=2,
+    backbone = backbone_from_fingerprint(meta.fingerprint)
+    star = build_model(ModelConfig(num_classes=len(meta.class_names), persons=meta.persons, num_joints=meta.num_joints, dim=32, depth=1, heads=2,
                                   frames=meta.clip_spec.frames))
     model = ClipClassifier(star=star, backbone=backbone).eval()
     for i in range(len(video)):
@@ -290,11 +290,11 @@ def test_backbone_from_a_weights_file_needs_that_file(tmp_path):
     torch.save(mc3_18().state_dict(), path)
     fingerprint = {"weights": weights_id(str(path))}
     with pytest.raises(StarError, match="pass that state-dict file with --weights"):
-        frozen_backbone_from_fingerprint(fingerprint)
+        backbone_from_fingerprint(fingerprint)
     other = tmp_path / "other.pth"
     other.write_bytes(b"not the same file")
     with pytest.raises(StarError, match="is not the backbone weights file of the cache"):
-        frozen_backbone_from_fingerprint(fingerprint, weights=str(other))
-    backbone = frozen_backbone_from_fingerprint(fingerprint, weights=str(path))
+        backbone_from_fingerprint(fingerprint, weights=str(other))
+    backbone = backbone_from_fingerprint(fingerprint, weights=str(path))
     assert torch.equal(backbone.layer4[0].conv1[0].weight, torch.load(path, weights_only=True)["layer4.0.conv1.0.weight"])
     assert not backbone.training and not any(p.requires_grad for p in backbone.parameters())

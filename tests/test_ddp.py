@@ -1,4 +1,4 @@
-"""Data-parallel training (issue 5): `torchrun` with 2 gloo processes on CPU reproduces single-process
+"""Data-parallel training: `torchrun` with 2 gloo processes on CPU reproduces single-process
 training on the same global batch (DistributedSampler shards, DDP averages the two half-batch gradients),
 and only rank 0 writes the run directory."""
 
@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import torch
-
 from test_data import write_toy_cache
 
 REPO = Path(__file__).resolve().parent.parent

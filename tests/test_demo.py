@@ -1,4 +1,4 @@
-"""`star demo` end to end in a tiny configuration (issue 6): the real Prefect flow, training loop and report writer.
+"""`star demo` end to end in a tiny configuration: the real Prefect flow, training loop and report writer.
 
 Checks the report folder (every file, PNG sizes, metrics consistent with the evaluation and the explanation) and
 that a second run reuses the dataset, the index and cache, and the trained model.
@@ -15,10 +15,16 @@ import torch
 from typer.testing import CliRunner
 
 from cli import app
+from pipeline.datasets.layouts import NTU25
 from pipeline.demo import demo_config, split_subjects
 from pipeline.errors import StarError
-from pipeline.datasets.layouts import NTU25
-from pipeline.plots import box_aspect, frame_importance_size, per_class_accuracy_size, skeleton_box, training_curves_size
+from pipeline.plots import (
+    box_aspect,
+    frame_importance_size,
+    per_class_accuracy_size,
+    skeleton_box,
+    training_curves_size,
+)
 from pipeline.predict import read_pose
 
 TINY = ["--samples-per-class", "3", "--classes", "3", "--epochs", "2", "--size", "32", "--frames", "4", "--frame-width", "96"]

@@ -1,4 +1,4 @@
-"""Evaluation metrics, report writers, checkpoint reading and `star evaluate` (issue 5)."""
+"""Evaluation metrics, report writers, checkpoint reading and `star evaluate`."""
 
 from __future__ import annotations
 
@@ -9,23 +9,17 @@ import matplotlib.image
 import numpy as np
 import pytest
 import torch
-
+from test_data import one_thread, toy_fingerprint, write_toy_cache  # noqa: F401 (one_thread: autouse fixture)
 from typer.testing import CliRunner
 
 from cli import app
+from pipeline.checkpoints import check_fingerprint, load_trained_model, read_checkpoint
 from pipeline.data import CachedClips
+from pipeline.differences import differing_keys
 from pipeline.errors import StarError
-from pipeline.evaluate import (
-    OTHER_CLASSES,
-    MetricCounter,
-    check_fingerprint,
-    fingerprint_differences,
-    load_trained_model,
-    read_checkpoint,
-    write_report_files,
-)
-from pipeline.train import resolve_config, train
-from test_data import one_thread, toy_fingerprint, write_toy_cache  # noqa: F401 (one_thread: autouse fixture)
+from pipeline.evaluate import OTHER_CLASSES, MetricCounter, write_report_files
+from pipeline.train import train
+from pipeline.train_config import resolve_config
 
 CLASS_NAMES = [f"class {c}" for c in range(8)]
 
@@ -123,7 +117,7 @@ def test_fingerprint_check_names_differing_keys():
     same = {"T": 16, "input_size": 224, "weights": "random", "layers": ("layer3", "layer4")}
     check_fingerprint(expected=stored, actual=same, what="evaluate")
     other = {"T": 8, "input_size": 224, "weights": "kinetics400", "layers": ["layer3", "layer4"]}
-    assert fingerprint_differences(stored, other) == ["T", "weights"]
+    assert differing_keys(stored, other) == ["T", "weights"]
     with pytest.raises(StarError, match="differs from the checkpoint's in T, weights"):
         check_fingerprint(expected=stored, actual=other, what="evaluate")
 

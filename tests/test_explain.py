@@ -1,4 +1,4 @@
-"""`star explain` (issue 6): attention rollout per frame for one video + pose file, as JSON and the Fig. 6 PNG.
+"""`star explain`: attention rollout per frame for one video + pose file, as JSON and the Fig. 6 PNG.
 
 The JSON must be the model's own output: the test recomputes the scores with `attention_rollout` called directly on
 inputs it builds itself from the checkpoint, the video and the skeleton file.
@@ -13,21 +13,21 @@ import matplotlib.image
 import numpy as np
 import pytest
 import torch
+from test_data import extract_video_cache
 from typer.testing import CliRunner
 
 from cli import app
 from model.rollout import attention_rollout
-from pipeline.clips import usable_frames
+from pipeline.checkpoints import load_trained_model, read_checkpoint
+from pipeline.clips import ClipSpec, load_clip, usable_frames
 from pipeline.datasets.layouts import NTU25, layout_from_spec
-from pipeline.evaluate import load_trained_model, read_checkpoint
 from pipeline.explain import drawing_bones
-from pipeline.extract import ClipSpec, load_clip
 from pipeline.index import AnnotationIndex
 from pipeline.plots import box_aspect, frame_importance_size, skeleton_box
 from pipeline.predict import read_pose
-from pipeline.train import resolve_config, train
+from pipeline.train import train
+from pipeline.train_config import resolve_config
 from pipeline.video import probe_video
-from test_data import extract_video_cache
 
 TINY = {"dim": 32, "depth": 1, "heads": 2}
 

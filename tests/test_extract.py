@@ -4,7 +4,6 @@ size, real videos decoded by OpenCV, a real HDF5 index and a real zarr store; Pr
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,8 +18,9 @@ from typer.testing import CliRunner
 
 from cli import app
 from pipeline.cache import FeatureCache, SampleStatus
+from pipeline.clips import ClipSpec, load_clip
 from pipeline.errors import StarError
-from pipeline.extract import ClipSpec, ExtractConfig, extract, load_clip, prepare
+from pipeline.extract import ExtractConfig, extract, prepare
 from pipeline.synthetic import generate_ntu_dataset
 
 DATA = Path(__file__).parent / "data"
@@ -150,7 +150,7 @@ def test_new_samples_are_extracted_incrementally(tmp_path):
 
 
 def test_real_ntu_video_goes_through_decode_to_features():
-    from model.backbone import MC18Backbone
+    from model.backbone import MC3_18Backbone
 
     frames = 103  # the real clip: 1920x1080 H.264 in AVI
     skeleton = np.zeros((frames, 1, 25, 3), np.float32)
@@ -161,7 +161,7 @@ def test_real_ntu_video_goes_through_decode_to_features():
     assert list(clip.frame_indices) == [12, 38, 64, 90]
     assert (clip.joints[..., 2] == 1).all()
     with pytest.warns(UserWarning):
-        backbone = MC18Backbone(weights=None)
+        backbone = MC3_18Backbone(weights=None)
     video = torch.from_numpy(clip.frames).permute(0, 3, 1, 2)[None]  # (1, T, 3, S, S)
     with torch.inference_mode():
         local, global_ = backbone(video)

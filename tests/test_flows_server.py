@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prefect_server import PrefectServer
 
 from pipeline.cache import FeatureCache, SampleStatus
 from pipeline.synthetic import generate_ntu_dataset
-from prefect_server import PrefectServer
 
 STAR = [sys.executable, "-m", "cli"]
 COMMON = ["--dataset", "ntu120", "--frames", "4", "--size", "64", "--weights", "random", "--unit-size", "2"]

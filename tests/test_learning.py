@@ -53,7 +53,7 @@ def train_accuracy(cfg: ModelConfig, *, steps: int = STEPS) -> float:
 
 
 def config(**overrides) -> ModelConfig:
-    values = dict(num_classes=CLASSES, persons=1, joints=JOINTS, frames=FRAMES, depth=1, heads=2, dropout=0.0)
+    values = dict(num_classes=CLASSES, persons=1, num_joints=JOINTS, frames=FRAMES, depth=1, heads=2, dropout=0.0)
     return ModelConfig(**{**values, **overrides})
 
 

@@ -15,7 +15,12 @@ from pipeline.datasets.ntu import (
     ntu_splits,
     parse_ntu_name,
 )
-from pipeline.datasets.ntu_skeleton import KINECT_COLOR_SIZE, parse_skeleton, read_ntu_skeleton, select_bodies
+from pipeline.datasets.ntu_skeleton import (
+    KINECT_COLOR_SIZE,
+    parse_skeleton,
+    read_ntu_skeleton,
+    select_bodies,
+)
 from pipeline.errors import StarError
 from pipeline.index import AnnotationIndex, build_index
 

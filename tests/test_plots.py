@@ -1,4 +1,4 @@
-"""Plots (issue 6): training curves, per-class bars, the Fig. 6 frame-importance figure, `star cache info --plot`.
+"""Plots: training curves, per-class bars, the Fig. 6 frame-importance figure, `star cache info --plot`.
 
 Every PNG is read back: it must be an image of exactly the size the module promises, and not blank.
 """
@@ -10,6 +10,7 @@ import json
 import matplotlib.image
 import numpy as np
 import pytest
+from test_data import write_toy_cache
 from typer.testing import CliRunner
 
 from cli import app
@@ -30,7 +31,6 @@ from pipeline.plots import (
     skeleton_box,
     training_curves_size,
 )
-from test_data import write_toy_cache
 
 
 def read_png(path, size: tuple[int, int]) -> np.ndarray:

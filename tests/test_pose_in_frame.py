@@ -11,18 +11,18 @@ import cv2
 import numpy as np
 import pytest
 import scipy.io
+from conftest import REAL_NTU_VIDEO
+from test_data import one_thread  # noqa: F401 (autouse fixture)
+from test_ntu import joint_lines, skeleton_text
 from typer.testing import CliRunner
 
 from cli import app
-from conftest import REAL_NTU_VIDEO
 from pipeline.cache import CacheLayout, FeatureCache
 from pipeline.datasets.records import POSE_OUTSIDE_FRAME, pose_in_frame
 from pipeline.extract import ExtractConfig, extract
 from pipeline.index import AnnotationIndex, build_index
 from pipeline.synthetic import generate_ntu_dataset, generate_penn_dataset, write_video
 from pipeline.video import probe_video, read_frames
-from test_data import one_thread  # noqa: F401 (autouse fixture)
-from test_ntu import joint_lines, skeleton_text
 
 BIG_ID = 72057594037931101
 
@@ -182,7 +182,7 @@ def test_penn_and_custom_poses_in_another_pixel_space_fail(tmp_path):
 
 
 def test_cache_info_counts_clips_with_empty_or_mostly_empty_heat_maps(tmp_path):
-    layout = CacheLayout.for_mc3_18(frames=2, input_size=32, persons=1, joints=4)
+    layout = CacheLayout.for_mc3_18(frames=2, input_size=32, persons=1, num_joints=4)
     cache = FeatureCache.create_or_open(tmp_path / "c.zarr", fingerprint={"test": 1}, layout=layout,
                                         sample_ids=["a", "b", "c", "d"], labels=[0, 0, 1, 1], splits={}, unit_size=4)
     shapes = layout.sample_shapes()

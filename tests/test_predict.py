@@ -1,4 +1,4 @@
-"""`star predict` (issue 5): one video + its pose file → top-5 classes, through the extraction path."""
+"""`star predict`: one video + its pose file → top-5 classes, through the extraction path."""
 
 from __future__ import annotations
 
@@ -8,19 +8,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_data import extract_video_cache, one_thread  # noqa: F401 (autouse fixture)
 from typer.testing import CliRunner
 
 from cli import app
+from pipeline.checkpoints import load_trained_model
 from pipeline.data import CachedClips
 from pipeline.datasets.ntu_skeleton import read_ntu_skeleton
 from pipeline.errors import StarError
-from pipeline.evaluate import load_trained_model
 from pipeline.extract import ExtractConfig, extract
 from pipeline.predict import predict
 from pipeline.synthetic import generate_penn_dataset
-from pipeline.train import resolve_config, train
+from pipeline.train import train
+from pipeline.train_config import resolve_config
 from pipeline.video import probe_video
-from test_data import extract_video_cache, one_thread  # noqa: F401 (autouse fixture)
 
 TINY = {"dim": 32, "depth": 1, "heads": 2}
 

@@ -9,15 +9,15 @@ from model.rollout import attention_rollout
 from model.star import ModelConfig, build_model
 from model.tokens import joint_heatmaps
 
-CFG = dict(num_classes=5, dim=32, heads=2, depth=2, persons=1, joints=3, local_channels=8, global_channels=16, frames=4)
+CFG = dict(num_classes=5, dim=32, heads=2, depth=2, persons=1, num_joints=3, local_channels=8, global_channels=16, frames=4)
 
 
 def make_inputs(cfg: ModelConfig, *, batch=2, frames=4, seed=0):
     generator = torch.Generator().manual_seed(seed)
     local = torch.randn(batch, frames, cfg.local_channels, 4, 4, generator=generator)
     global_ = torch.randn(batch, frames, cfg.global_channels, 2, 2, generator=generator)
-    coords = torch.rand(batch, frames, cfg.joints * cfg.persons, 2, generator=generator) * 4
-    joints = torch.cat((coords, torch.ones(batch, frames, cfg.joints * cfg.persons, 1)), dim=-1)
+    coords = torch.rand(batch, frames, cfg.num_joints * cfg.persons, 2, generator=generator) * 4
+    joints = torch.cat((coords, torch.ones(batch, frames, cfg.num_joints * cfg.persons, 1)), dim=-1)
     return local, global_, joint_heatmaps(joints, size=(4, 4), sigma=1.0), joints
 
 

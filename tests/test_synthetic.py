@@ -11,15 +11,9 @@ from pipeline.datasets.ntu import NTU_CLASS_NAMES, ntu_splits
 from pipeline.datasets.ntu_skeleton import parse_skeleton
 from pipeline.errors import StarError
 from pipeline.index import AnnotationIndex, build_index
-from pipeline.synthetic import (
-    SYNTHETIC_ACTIONS,
-    draw_people,
-    generate_ntu_dataset,
-    make_background,
-    make_body,
-    make_camera,
-    synthetic_sample_names,
-)
+from pipeline.synthetic import SYNTHETIC_ACTIONS, generate_ntu_dataset, synthetic_sample_names
+from pipeline.synthetic.body import make_body
+from pipeline.synthetic.render import draw_people, make_background, make_camera
 from pipeline.video import read_frames
 
 

@@ -7,8 +7,12 @@ import math
 import pytest
 import torch
 
-from model.tokens import TokenAggregator, joint_heatmaps, joint_map_tokens, joints_to_cells
-from pipeline.errors import StarError
+from model.tokens import (
+    TokenAggregator,
+    joint_heatmaps,
+    joint_map_tokens,
+    joints_to_cells,
+)
 
 
 def test_joints_to_cells_scales_xy_and_keeps_confidence():
@@ -45,7 +49,7 @@ def test_heatmap_of_pixel_joint_lands_in_the_right_cell():
 
 
 def test_heatmap_rejects_bad_sigma():
-    with pytest.raises(StarError, match="sigma"):
+    with pytest.raises(ValueError, match="sigma"):
         joint_heatmaps(torch.zeros(1, 1, 1, 3), size=(4, 4), sigma=0.0)
 
 
@@ -64,7 +68,7 @@ def test_joint_map_tokens_are_heatmap_weighted_sums():
                         local[b, t, c, i, j] * heatmaps[b, t, n, i, j] for i in range(4) for j in range(6)
                     )
     torch.testing.assert_close(tokens, expected, atol=1e-5, rtol=1e-5)
-    with pytest.raises(StarError, match="map size"):
+    with pytest.raises(ValueError, match="map size"):
         joint_map_tokens(local, heatmaps[..., :3])
 
 
@@ -84,7 +88,7 @@ def make_inputs(batch=2, frames=4, persons=2, joints=3, grid=(2, 3), local_hw=(4
 def test_aggregator_layout_and_contents(multi_class, joint_position):
     torch.manual_seed(0)
     aggregator = TokenAggregator(
-        global_channels=16, local_channels=8, dim=12, persons=2, joints=3, multi_class=multi_class,
+        global_channels=16, local_channels=8, dim=12, persons=2, num_joints=3, multi_class=multi_class,
         joint_position=joint_position,
     )
     local, global_, heatmaps, joints = make_inputs()
@@ -119,7 +123,7 @@ def test_aggregator_layout_and_contents(multi_class, joint_position):
 
 def test_token_norm_and_temporal_embedding():
     torch.manual_seed(0)
-    aggregator = TokenAggregator(global_channels=16, local_channels=8, dim=12, persons=2, joints=3, token_norm=True, frames=4)
+    aggregator = TokenAggregator(global_channels=16, local_channels=8, dim=12, persons=2, num_joints=3, token_norm=True, frames=4)
     with torch.no_grad():
         aggregator.frame_embed.normal_()
     local, global_, heatmaps, joints = make_inputs()
@@ -130,12 +134,12 @@ def test_token_norm_and_temporal_embedding():
     torch.testing.assert_close(z[:, :, 0], aggregator.class_tokens[0] + frame[:, :, 0].expand(2, 4, 12))
     joint = aggregator.joint_norm(aggregator.joint_proj(joint_map_tokens(local, heatmaps)))
     assert torch.allclose(joint.mean(-1), torch.zeros(()), atol=1e-5)  # normalised before pos is added
-    with pytest.raises(StarError, match="T=4 frames but got clips of T=2"):
+    with pytest.raises(ValueError, match="T=4 frames but got clips of T=2"):
         aggregator(local[:, :2], global_[:, :2], heatmaps[:, :2], joints[:, :2])
 
 
 def test_aggregator_missing_joints_with_nan_coordinates_stay_finite():
-    aggregator = TokenAggregator(global_channels=16, local_channels=8, dim=12, persons=2, joints=3)
+    aggregator = TokenAggregator(global_channels=16, local_channels=8, dim=12, persons=2, num_joints=3)
     local, global_, _, joints = make_inputs()
     joints[0, 1, 2] = torch.tensor([float("nan"), float("nan"), 0.0])  # a missing joint
     heatmaps = joint_heatmaps(joints, size=(4, 6), sigma=1.0)

@@ -1,4 +1,4 @@
-"""`star train` (issue 5): configuration layers, schedules, a tiny run that learns, run-directory contents,
+"""`star train`: configuration layers, schedules, a tiny run that learns, run-directory contents,
 bit-exact resume after SIGKILL, the errors users can cause, and the end-to-end fine-tune mode on CPU."""
 
 from __future__ import annotations
@@ -14,14 +14,22 @@ from pathlib import Path
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_data import (  # noqa: F401 (autouse fixture)
+    TOY_BENCHMARK,
+    extract_video_cache,
+    one_thread,
+    toy_fingerprint,
+    write_toy_cache,
+)
 from typer.testing import CliRunner
 
 from cli import app
-from pipeline.data import carve_validation, frozen_backbone_from_fingerprint
+from pipeline.backbone import backbone_from_fingerprint
+from pipeline.data import carve_validation
 from pipeline.errors import StarError
 from pipeline.evaluate import evaluate_checkpoint
-from pipeline.train import PRESETS, TrainConfig, lr_factor, resolve_config
-from test_data import TOY_BENCHMARK, extract_video_cache, one_thread, toy_fingerprint, write_toy_cache  # noqa: F401 (autouse fixture)
+from pipeline.optimization import lr_factor
+from pipeline.train_config import PRESETS, TrainConfig, resolve_config
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_MODEL = ["--dim", "32", "--depth", "1", "--heads", "2"]
@@ -264,7 +272,7 @@ def test_end_to_end_fine_tune_on_cpu(video_cache, tmp_path):
     state = torch.load(e2e / "last.pt", weights_only=True)
     initial = torch.load(cache_run / "last.pt", weights_only=True)
     assert state["stage"] == "end_to_end" and "backbone" in state
-    frozen = frozen_backbone_from_fingerprint(state["fingerprint"]).state_dict()
+    frozen = backbone_from_fingerprint(state["fingerprint"]).state_dict()
     tuned = state["backbone"]
     assert not torch.equal(tuned["layer4.0.conv1.0.weight"], frozen["layer4.0.conv1.0.weight"])  # trained
     # Frozen stages are untouched, BatchNorm running statistics included (they stay in eval mode).

@@ -8,18 +8,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.backbone import MC18Backbone
-from model.star import STAR, ModelConfig, build_model
+from model.backbone import MC3_18Backbone
+from model.star import ModelConfig, build_model
 from model.tokens import joint_heatmaps, joints_to_cells
 from model.transformer import STARLayer
-from pipeline.errors import StarError
 
-TINY = dict(num_classes=5, dim=32, heads=2, depth=1, persons=1, joints=3, local_channels=8, global_channels=16, frames=4)
+TINY = dict(num_classes=5, dim=32, heads=2, depth=1, persons=1, num_joints=3, local_channels=8, global_channels=16, frames=4)
 
 
 def make_inputs(cfg: ModelConfig, *, batch=2, frames=4, grid=(2, 2), local_hw=(4, 4), seed=0):
     generator = torch.Generator().manual_seed(seed)
-    n = cfg.persons * cfg.joints
+    n = cfg.persons * cfg.num_joints
     local = torch.randn(batch, frames, cfg.local_channels, *local_hw, generator=generator)
     global_ = torch.randn(batch, frames, cfg.global_channels, *grid, generator=generator)
     coords = torch.rand(batch, frames, n, 2, generator=generator) * torch.tensor([local_hw[1], local_hw[0]])
@@ -54,9 +53,9 @@ def test_pre_ln_layer_is_three_residual_branches(kind):
 
 
 def test_unknown_layer_kind_and_norm():
-    with pytest.raises(StarError, match="unknown STAR layer kind"):
+    with pytest.raises(ValueError, match="unknown STAR layer kind"):
         STARLayer(dim=32, heads=2, mlp_ratio=2.0, dropout=0.0, kind="ZF")
-    with pytest.raises(StarError, match="layer norm placement"):
+    with pytest.raises(ValueError, match="layer norm placement"):
         STARLayer(dim=32, heads=2, mlp_ratio=2.0, dropout=0.0, kind="FZ", norm="sandwich")
 
 
@@ -75,7 +74,7 @@ def test_temporal_embedding_makes_the_model_see_frame_order():
 
 def test_temporal_embedding_checks_the_clip_length():
     model = build_model(ModelConfig(**{**TINY, "frames": 8}))
-    with pytest.raises(StarError, match="T=8 frames but got clips of T=4"):
+    with pytest.raises(ValueError, match="T=8 frames but got clips of T=4"):
         model(*make_inputs(ModelConfig(**TINY)))
 
 
@@ -122,7 +121,7 @@ def test_star_shapes_for_every_variant(encoder, decoder, multi_class, persons):
 @pytest.mark.parametrize("encoder, decoder", [("FZ", "FB"), ("FF", "FB"), ("FZ", "FF")])
 def test_odd_frame_count_errors_when_z_or_b_is_used(encoder, decoder):
     cfg = ModelConfig(**{**TINY, "frames": 3}, encoder=encoder, decoder=decoder)
-    with pytest.raises(StarError, match="even number of frames"):
+    with pytest.raises(ValueError, match="even number of frames"):
         build_model(cfg)(*make_inputs(cfg, frames=3))
 
 
@@ -175,30 +174,30 @@ def test_mismatched_inputs_raise_star_error():
     cfg = ModelConfig(**TINY)
     model = build_model(cfg)
     local, global_, heatmaps, joints = make_inputs(cfg)
-    with pytest.raises(StarError, match="joints"):
+    with pytest.raises(ValueError, match="joints"):
         model(local, global_, heatmaps, joints[:, :, :2])
-    with pytest.raises(StarError, match="local"):
+    with pytest.raises(ValueError, match="local"):
         model(local[:, :, :4], global_, heatmaps, joints)
 
 
 def test_config_validation():
-    with pytest.raises(StarError, match="divisible"):
+    with pytest.raises(ValueError, match="divisible"):
         ModelConfig(num_classes=3, dim=30, heads=4)
-    with pytest.raises(StarError, match="encoder"):
+    with pytest.raises(ValueError, match="encoder"):
         ModelConfig(num_classes=3, encoder="FX")
-    with pytest.raises(StarError, match="num_classes"):
+    with pytest.raises(ValueError, match="num_classes"):
         ModelConfig(num_classes=0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         ModelConfig(num_classes=3).dim = 8  # type: ignore[misc]
-    with pytest.raises(StarError, match="norm"):
+    with pytest.raises(ValueError, match="norm"):
         ModelConfig(num_classes=3, norm="mid")
-    with pytest.raises(StarError, match="init"):
+    with pytest.raises(ValueError, match="init"):
         ModelConfig(num_classes=3, init="xavier")
-    with pytest.raises(StarError, match="joint_position"):
+    with pytest.raises(ValueError, match="joint_position"):
         ModelConfig(num_classes=3, joint_position="polar")
     defaults = ModelConfig(num_classes=60)
     assert (defaults.norm, defaults.init, defaults.token_norm, defaults.temporal_embedding) == ("pre", "fan_in", True, True)
-    assert (defaults.persons, defaults.joints, defaults.depth) == (2, 25, 3)
+    assert (defaults.persons, defaults.num_joints, defaults.depth) == (2, 25, 3)
     assert (defaults.encoder, defaults.decoder) == ("FZ", "FB")
     assert defaults.multi_class and (defaults.local_channels, defaults.global_channels) == (256, 512)
 
@@ -206,8 +205,8 @@ def test_config_validation():
 def test_forward_on_backbone_maps_equals_forward_video():
     torch.manual_seed(0)
     with pytest.warns(UserWarning, match="RANDOM"):
-        backbone = MC18Backbone(weights="random")
-    cfg = ModelConfig(num_classes=4, dim=32, heads=2, depth=1, persons=2, joints=3, frames=2)
+        backbone = MC3_18Backbone(weights="random")
+    cfg = ModelConfig(num_classes=4, dim=32, heads=2, depth=1, persons=2, num_joints=3, frames=2)
     model = build_model(cfg).eval()
     generator = torch.Generator().manual_seed(1)
     video = torch.randint(0, 256, (1, 2, 3, 64, 96), dtype=torch.uint8, generator=generator)  # H=64, W=96

@@ -1,6 +1,6 @@
-"""Readers for NTU RGB+D 60/120, Penn Action and custom folders (issue 3).
+"""Readers for NTU RGB+D 60/120, Penn Action and custom folders.
 
-`read_dataset(name, root)` returns the reader the annotation index (`pipeline/index.py`) uses:
+`read_dataset(name, root)` returns the reader the annotation index (`pipeline/index/`) uses:
 its metadata (layout, persons, class names, benchmarks), a cheap `scan()` of the files on disk and a
 `load(source)` that turns one sample into a `SampleRecord` (problems become the record's status).
 """
@@ -13,7 +13,12 @@ from pipeline.datasets.folder import FolderReader
 from pipeline.datasets.layouts import COCO17, NTU25, PENN13, JointLayout
 from pipeline.datasets.ntu import NtuReader
 from pipeline.datasets.penn import PennReader
-from pipeline.datasets.records import DatasetReader, DatasetScan, SampleRecord, SampleSource
+from pipeline.datasets.records import (
+    DatasetReader,
+    DatasetScan,
+    SampleRecord,
+    SampleSource,
+)
 from pipeline.errors import StarError
 
 DATASETS = ("ntu60", "ntu120", "penn", "folder")

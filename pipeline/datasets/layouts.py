@@ -1,12 +1,12 @@
 """Joint layouts: the names of a skeleton's joints and the left/right pairs swapped by a horizontal flip.
 
-Implements the "joint layout" of issue 3: `ntu25` (Kinect v2 `JointType` order, fact sheet §2),
-`penn13` (Penn Action README order, left before right, fact sheet §7) and `coco17` (the 17 COCO
+Joint layouts: `ntu25` (Kinect v2 `JointType` order),
+`penn13` (Penn Action README order, left before right) and `coco17` (the 17 COCO
 keypoints most 2D pose estimators emit, offered for custom folders). A custom layout is any
 `JointLayout` built from a folder's `layout.json` (see `pipeline/datasets/folder.py`).
 
 Indices are 0-based everywhere. `bones` (parent, child) pairs are for drawing only; for NTU they are
-the official MATLAB demo's parent list (fact sheet §2), hand tips and thumbs hanging off the hands.
+the official MATLAB demo's parent list, hand tips and thumbs hanging off the hands.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """NTU RGB+D 60 and 120: sample names, the 120 official class names, the four benchmarks, the
 official missing-skeleton lists, and the reader the annotation index uses.
 
-Layout on disk (fact sheet §1): `<root>/nturgb+d_rgb/<id>_rgb.avi` and
+Layout on disk: `<root>/nturgb+d_rgb/<id>_rgb.avi` and
 `<root>/nturgb+d_skeletons/<id>.skeleton`; other folders named `nturgb+d_rgb*` / `nturgb+d_skeletons*`
 (CTR-GCN keeps NTU120's extra part in `nturgb+d_skeletons120/`) are read too. A sample found in
 either folder is indexed; the missing half becomes its status. Files whose names are not
 `SsssCcccPpppRrrrAaaa` are reported as ignored, not read.
 
-"ntu60" is the S001-S017 / A001-A060 part of NTU120 (fact sheet §1) with benchmarks ntu60-xsub and
+"ntu60" is the S001-S017 / A001-A060 part of NTU120 with benchmarks ntu60-xsub and
 ntu60-xview; "ntu120" holds every sample and exposes all four benchmarks, ntu60-* limited to that
 part. Labels are A - 1. Samples on the official missing-skeleton list (package data; the NTU120 list
 is a superset of the NTU60 one) get the status `listed_missing_skeleton` and their skeleton is not
@@ -47,7 +47,7 @@ PERSONS = 2
 NTU60_LAST_SETUP = 17
 NTU60_LAST_ACTION = 60
 
-# Fact sheet §3 (CTR-GCN, mmaction2, pyskl and deephar agree on every list).
+# The official splits (CTR-GCN, mmaction2, pyskl and deephar agree on every list).
 NTU60_TRAIN_SUBJECTS = frozenset(
     (1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38)
 )
@@ -65,7 +65,7 @@ MISSING_LISTS = {
     "ntu120": "NTU_RGBD120_samples_with_missing_skeletons.txt",
 }
 
-# The official README names, A001..A120, trailing period dropped, quirks kept (fact sheet §4):
+# The official README names, A001..A120, trailing period dropped, quirks kept:
 # "quite" in A067, typographic apostrophes in A109 and A117, a straight one in A057.
 NTU_CLASS_NAMES = (
     "drink water",  # A001
@@ -244,7 +244,7 @@ def ntu_splits(name: NtuName, *, version: str) -> dict[str, str]:
 def missing_skeleton_list(version: str) -> frozenset[str]:
     """The official list of samples with missing or incomplete skeletons (302 for ntu60, 535 for ntu120)."""
     text = resources.files("pipeline.datasets").joinpath("data", MISSING_LISTS[version]).read_text("utf-8")
-    # Upstream copies open with a header; only lines that are sample names count (fact sheet §6).
+    # Upstream copies open with a header; only lines that are sample names count.
     return frozenset(line.strip() for line in text.splitlines() if SAMPLE_NAME.fullmatch(line.strip()))
 
 

@@ -1,6 +1,6 @@
 """Penn Action: 2,326 clips of 15 sports actions, one annotated person with 13 joints per frame.
 
-Layout (fact sheet §7): `<root>/frames/NNNN/NNNNNN.jpg` and `<root>/labels/NNNN.mat`, `root` being
+Layout: `<root>/frames/NNNN/NNNNNN.jpg` and `<root>/labels/NNNN.mat`, `root` being
 the `Penn_Action` folder (a folder holding `Penn_Action/` works too). The frame folder is the
 sample's video (see `pipeline.video`, frame folders). Each `.mat` is read with `scipy.io.loadmat`:
 `action` (class string), `x`, `y` (nframes, 13) pixel coordinates, `visibility` (nframes, 13),
@@ -10,7 +10,7 @@ sample's video (see `pipeline.video`, frame folders). Each `.mat` is read with `
 Confidence: a visible joint 1.0; an invisible one 0.5 (annotated but occluded, like Kinect's
 "inferred"), or 0.0 when its position is not finite or outside the frame (nothing to point at).
 
-Class order is fixed here in the order of the stored strings (the fact sheet's table), not computed
+Class order is fixed here in the order of the stored strings, not computed
 with `sorted()` at load time, so label numbers never depend on which classes a copy happens to hold.
 """
 
