@@ -1,4 +1,4 @@
-"""Issue 4, benchmark (b): bytes per clip of the feature cache, float16 (lossless zstd) vs. opt-in 8-bit.
+"""Benchmark: bytes per clip of the feature cache, float16 (lossless zstd) vs. opt-in 8-bit.
 
 Feeds real MC3-18 maps (torchvision architecture, random weights, eval mode) of synthetic-looking clips (a textured
 background, two moving stick figures, sensor noise; rendered at 320x240 and resized to S x S by

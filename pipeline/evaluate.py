@@ -1,9 +1,8 @@
-"""Evaluation of a trained STAR model (`star evaluate`), and what training and prediction share with it.
+"""Evaluation of a trained STAR model: metrics, reports and `star evaluate` (`evaluate_checkpoint`).
 
 - Metrics: top-1 and top-5 accuracy over all logits, mean per-class accuracy, a confusion matrix (CSV and
-  PNG) and a per-class table, written next to a JSON report (`evaluate_checkpoint`).
-- Shared with `pipeline.train` and `pipeline.predict`: the safe checkpoint reader, the fingerprint check,
-  `ClipClassifier` (one forward for cached maps and for video) and the evaluation pass `evaluate_model`.
+  PNG) and a per-class table, written next to a JSON report. The evaluation pass `evaluate_model` is shared
+  with training's validation.
 
 Deliberate choices:
 - Top-1/top-5 are computed over every logit (all classes of the dataset), but the confusion matrix, the
@@ -14,7 +13,6 @@ Deliberate choices:
 - Counts are kept as one confusion matrix over all classes plus top-k hits and a loss sum; the whole state
   is one float64 vector so that data-parallel ranks merge it with a single all-reduce (exact for counts
   below 2**53).
-- Checkpoints are read with `torch.load(weights_only=True)`: a checkpoint is data, never code.
 """
 
 from __future__ import annotations

@@ -5,12 +5,17 @@ Session-scoped originals are generated once; tests that modify files take a copy
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+import torch
 
-import flows  # noqa: F401 (sets Prefect's quiet, offline defaults before any test imports Prefect)
+# Each test session keeps Prefect's database in a folder of its own, away from the user's.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="star-tests-prefect-"))
+import flows  # noqa: E402, F401 (sets Prefect's quiet, offline defaults before any test imports Prefect)
 from pipeline.synthetic import generate_ntu_dataset, generate_penn_dataset
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -42,3 +47,14 @@ def synthetic_penn_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def synthetic_penn_copy(synthetic_penn_root: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(synthetic_penn_root, tmp_path / "Penn_Action", copy_function=shutil.copy2))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny shapes gain nothing from threads, and on a shared CPU extra threads only wait; one thread also fixes the
+    summation order, so in-process runs compare bit for bit with OMP_NUM_THREADS=1 subprocesses. Modules that train
+    or run models use it with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -23,7 +23,7 @@ import torch
 import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_data import extract_video_cache, one_thread  # noqa: F401 (autouse fixture)
+from test_data import extract_video_cache
 from typer.testing import CliRunner
 
 from cli import app
@@ -34,6 +34,8 @@ from pipeline.errors import StarError
 from pipeline.index import AnnotationIndex, build_index
 from pipeline.train import train
 from pipeline.train_config import resolve_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = {"dim": 32, "depth": 1, "heads": 2}
 SAMPLE = "S001C002P003R001A023"

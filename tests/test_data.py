@@ -36,6 +36,8 @@ from pipeline.extract import ExtractConfig, extract
 from pipeline.index import default_index_path
 from pipeline.synthetic import generate_ntu_dataset
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TOY_LAYOUT = {"name": "toy5", "joint_names": ["head", "hand_l", "hand_r", "foot_l", "foot_r"], "flip_pairs": [[1, 2], [3, 4]]}
 TOY_CLASSES = [f"action {c}" for c in range(10)]  # the model sees 10 classes; the toy data uses 4 of them
 TOY_USED_CLASSES = (1, 4, 6, 9)
@@ -111,17 +113,6 @@ def extract_video_cache(folder) -> str:
     summary = extract(ExtractConfig(dataset="ntu120", root=root, out=str(out), frames=4, size=32, weights="random", unit_size=4, batch_size=4, workers=1))
     assert summary.exit_code == 0 and summary.done == 8
     return str(out)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny shapes gain nothing from threads, and on a shared CPU extra threads only wait; one thread also
-    fixes the summation order, so in-process runs compare bit for bit with OMP_NUM_THREADS=1 subprocesses.
-    The other stage-2 test modules import this fixture (autouse applies wherever it is imported)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

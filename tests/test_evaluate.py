@@ -9,7 +9,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 import torch
-from test_data import one_thread, toy_fingerprint, write_toy_cache  # noqa: F401 (one_thread: autouse fixture)
+from test_data import toy_fingerprint, write_toy_cache
 from typer.testing import CliRunner
 
 from cli import app
@@ -17,9 +17,11 @@ from pipeline.checkpoints import check_fingerprint, load_trained_model, read_che
 from pipeline.data import CachedClips
 from pipeline.differences import differing_keys
 from pipeline.errors import StarError
-from pipeline.evaluate import OTHER_CLASSES, MetricCounter, write_report_files
+from pipeline.evaluate import OTHER_CLASSES, MetricCounter, evaluate_checkpoint, write_report_files
 from pipeline.train import train
 from pipeline.train_config import resolve_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 CLASS_NAMES = [f"class {c}" for c in range(8)]
 
@@ -205,3 +207,20 @@ def test_evaluate_refuses_a_cache_with_another_fingerprint(trained, tmp_path):
     assert result.exit_code == 1
     assert "differs from the checkpoint's in dtype, input_size" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_format_2_checkpoint_is_read_with_its_joint_count_renamed(trained, tmp_path):
+    """Format 2 called the joint count `joints`; it is read as format 3 (`num_joints`) and evaluates the same."""
+    cache, checkpoint = trained
+    current = torch.load(checkpoint, weights_only=True)
+    old = {**current, "format": 2}
+    old["model_config"] = {("joints" if k == "num_joints" else k): v for k, v in current["model_config"].items()}
+    old["config"] = {**current["config"], "model": dict(old["model_config"])}
+    path = tmp_path / "format2.pt"
+    torch.save(old, path)
+    state = read_checkpoint(path)
+    assert state["format"] == 3 and state["model_config"] == current["model_config"]
+    assert state["config"]["model"]["num_joints"] == current["model_config"]["num_joints"]
+    a = evaluate_checkpoint(checkpoint=checkpoint, cache=cache, out_dir=tmp_path / "a", workers=0)
+    b = evaluate_checkpoint(checkpoint=path, cache=cache, out_dir=tmp_path / "b", workers=0)
+    assert a.report.top1 == b.report.top1 and a.report.confusion == b.report.confusion

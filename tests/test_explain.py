@@ -29,15 +29,9 @@ from pipeline.train import train
 from pipeline.train_config import resolve_config
 from pipeline.video import probe_video
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = {"dim": 32, "depth": 1, "heads": 2}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny shapes; a shared CPU makes extra threads wait
-    yield
-    torch.set_num_threads(threads)
 
 
 def sharpened(checkpoint: Path, out: Path, *, seed: int) -> Path:

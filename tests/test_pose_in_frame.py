@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import scipy.io
 from conftest import REAL_NTU_VIDEO
-from test_data import one_thread  # noqa: F401 (autouse fixture)
 from test_ntu import joint_lines, skeleton_text
 from typer.testing import CliRunner
 
@@ -23,6 +22,8 @@ from pipeline.extract import ExtractConfig, extract
 from pipeline.index import AnnotationIndex, build_index
 from pipeline.synthetic import generate_ntu_dataset, generate_penn_dataset, write_video
 from pipeline.video import probe_video, read_frames
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 BIG_ID = 72057594037931101
 

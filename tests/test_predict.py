@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_data import extract_video_cache, one_thread  # noqa: F401 (autouse fixture)
+from test_data import extract_video_cache
 from typer.testing import CliRunner
 
 from cli import app
@@ -22,6 +22,8 @@ from pipeline.synthetic import generate_penn_dataset
 from pipeline.train import train
 from pipeline.train_config import resolve_config
 from pipeline.video import probe_video
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = {"dim": 32, "depth": 1, "heads": 2}
 

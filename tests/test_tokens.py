@@ -106,9 +106,10 @@ def test_aggregator_layout_and_contents(multi_class, joint_position):
 
     grid_rows = list(range(1, 1 + grid))
     joint_rows = list(range(grid + 2, grid + 2 + n)) if multi_class else list(range(1 + grid, 1 + grid + n))
-    # GG tokens: projected global features in row-major order, no position added (eq. 2).
-    expected_grid = aggregator.grid_proj(global_.flatten(3).transpose(2, 3))
-    torch.testing.assert_close(z[:, :, grid_rows], expected_grid)
+    # GG tokens: projected global features in row-major order, no position added (eq. 2), from the weights.
+    w_g, b_g = aggregator.grid_proj.weight, aggregator.grid_proj.bias
+    expected_grid = torch.einsum("btchw,dc->bthwd", global_, w_g).reshape(2, 4, grid, 12) + b_g
+    torch.testing.assert_close(z[:, :, grid_rows], expected_grid, atol=1e-5, rtol=1e-5)
     # JM tokens: projected eq. (1) tokens + per-(person, joint) embedding + projected normalised position (eq. 3).
     position = joints / torch.tensor([6.0, 4.0, 1.0])  # x / w', y / h', confidence
     if joint_position == "fourier":  # sin/cos of x and y at 12 / 4 = 3 frequencies, then the confidence
@@ -116,9 +117,11 @@ def test_aggregator_layout_and_contents(multi_class, joint_position):
         angles = position[..., :2, None] * omega  # (B, T, N, 2, 3)
         position = torch.cat((angles.sin(), angles.cos()), dim=-1).flatten(-2)
         position = torch.cat((position, joints[..., 2:]), dim=-1)  # (B, T, N, 13)
-    expected_joint = aggregator.joint_proj(joint_map_tokens(local, heatmaps))
-    expected_joint = expected_joint + aggregator.joint_embed + aggregator.position_proj(position)
-    torch.testing.assert_close(z[:, :, joint_rows], expected_joint)
+    eq1 = torch.einsum("btchw,btnhw->btnc", local, heatmaps)  # eq. (1): heat-map-weighted sums, written out
+    w_j, b_j = aggregator.joint_proj.weight, aggregator.joint_proj.bias
+    w_p, b_p = aggregator.position_proj.weight, aggregator.position_proj.bias
+    expected_joint = eq1 @ w_j.T + b_j + aggregator.joint_embed + position @ w_p.T + b_p
+    torch.testing.assert_close(z[:, :, joint_rows], expected_joint, atol=1e-5, rtol=1e-5)
 
 
 def test_token_norm_and_temporal_embedding():
@@ -129,11 +132,12 @@ def test_token_norm_and_temporal_embedding():
     local, global_, heatmaps, joints = make_inputs()
     z = aggregator(local, global_, heatmaps, joints)
     frame = aggregator.frame_embed[None, :, None]  # (1, T, 1, D): frame t's vector on every token of frame t
-    grid = torch.nn.functional.layer_norm(aggregator.grid_proj(global_.flatten(3).transpose(2, 3)), (12,))
-    torch.testing.assert_close(z[:, :, 1:7], grid + frame)
+    projected = torch.einsum("btchw,dc->bthwd", global_, aggregator.grid_proj.weight).reshape(2, 4, 6, 12)
+    projected = projected + aggregator.grid_proj.bias
+    mean, var = projected.mean(-1, keepdim=True), projected.var(-1, unbiased=False, keepdim=True)
+    grid = (projected - mean) / torch.sqrt(var + 1e-5)  # LN, unit gain and zero bias at initialisation
+    torch.testing.assert_close(z[:, :, 1:7], grid + frame, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(z[:, :, 0], aggregator.class_tokens[0] + frame[:, :, 0].expand(2, 4, 12))
-    joint = aggregator.joint_norm(aggregator.joint_proj(joint_map_tokens(local, heatmaps)))
-    assert torch.allclose(joint.mean(-1), torch.zeros(()), atol=1e-5)  # normalised before pos is added
     with pytest.raises(ValueError, match="T=4 frames but got clips of T=2"):
         aggregator(local[:, :2], global_[:, :2], heatmaps[:, :2], joints[:, :2])
 

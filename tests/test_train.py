@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_data import (  # noqa: F401 (autouse fixture)
+from test_data import (
     TOY_BENCHMARK,
     extract_video_cache,
-    one_thread,
     toy_fingerprint,
     write_toy_cache,
 )
@@ -30,6 +29,8 @@ from pipeline.errors import StarError
 from pipeline.evaluate import evaluate_checkpoint
 from pipeline.optimization import lr_factor
 from pipeline.train_config import PRESETS, TrainConfig, resolve_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_MODEL = ["--dim", "32", "--depth", "1", "--heads", "2"]

@@ -1,0 +1,43 @@
+"""Every benchmark's quick mode runs to the end and yields its figures (a smoke test: no figure is judged here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.__main__ import BENCHMARKS, discover
+from benchmarks.learning import SECTION as LEARNING_SECTION
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def test_star_bench_quick_runs_every_benchmark_and_finds_every_figure(tmp_path):
+    out = tmp_path / "RESULTS.md"
+    result = _run("-m", "cli", "bench", "--quick", "--out", str(out))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    text = out.read_text()
+    assert "QUICK SMOKE RUN" in text
+    assert set(discover()) == set(BENCHMARKS)  # a new script needs an entry that reads its figures
+    for name in BENCHMARKS:
+        assert f"### {name}" in text and f"python -m benchmarks.{name} " in text
+        assert f"| {name} | no figure found" not in text and f"| {name} | **the benchmark failed" not in text
+    assert (REPO / "benchmarks" / "RESULTS.md").read_text() != text  # the reported figures were not overwritten
+
+
+def test_learning_benchmark_quick_mode_writes_its_section(tmp_path):
+    out = tmp_path / "RESULTS.md"
+    out.write_text("# earlier results\n\nkept as they are\n")
+    result = _run("-m", "benchmarks.learning", "--quick", "--workdir", str(tmp_path / "work"), "--out", str(out),
+                  "--json", str(tmp_path / "runs.json"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    text = out.read_text()
+    assert text.startswith("# earlier results") and LEARNING_SECTION in text
+    runs = json.loads((tmp_path / "runs.json").read_text())["results"]
+    assert {run["variant"] for run in runs} == {"default", "no temporal embedding"}
+    assert all(0.0 <= run["top1"] <= 1.0 and run["clips"] > 0 for run in runs)
