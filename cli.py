@@ -204,7 +204,8 @@ def train(
     dim: Annotated[Optional[int], _Opt(help="Model width D.")] = None,
     depth: Annotated[Optional[int], _Opt(help="Layers per encoder/decoder stage.")] = None,
     heads: Annotated[Optional[int], _Opt(help="Attention heads.")] = None,
-    dropout: Annotated[Optional[float], _Opt(help="Transformer dropout.")] = None,
+    dropout: Annotated[Optional[float], _Opt(help="Dropout after the attention projections, in the MLPs and the head (default 0.1).")] = None,
+    attention_dropout: Annotated[Optional[float], _Opt(help="Dropout on the attention probabilities (default 0: on CPU it forces the slow, L x L-storing kernel).")] = None,
     encoder: Annotated[Optional[str], _Opt(help="Encoder layer kind FF, FZ or FB (Table 4).")] = None,
     decoder: Annotated[Optional[str], _Opt(help="Decoder layer kind FF, FZ or FB (Table 4).")] = None,
     norm: Annotated[Optional[str], _Opt(help="Layer norm placement: pre (default) or post (eq. 11-14 literally).")] = None,
@@ -220,7 +221,7 @@ def train(
     """Stage 2: train STAR from the feature cache (or end to end from video); one line per epoch, then a summary."""
     from pipeline.train import format_result, run_training
 
-    model = {k: v for k, v in dict(dim=dim, depth=depth, heads=heads, dropout=dropout, encoder=encoder, decoder=decoder,
+    model = {k: v for k, v in dict(dim=dim, depth=depth, heads=heads, dropout=dropout, attention_dropout=attention_dropout, encoder=encoder, decoder=decoder,
                                    norm=norm, temporal_embedding=temporal_embedding).items() if v is not None}
     overrides = dict(
         cache=from_cache, out=out, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, scheduler=scheduler,

@@ -3,6 +3,7 @@
     python -m benchmarks.attention                  # paper scale and small scale, 5 repetitions
     python -m benchmarks.attention --scale paper --reps 7
     python -m benchmarks.attention --threads 1      # steadier figures on a machine shared with other jobs
+    python -m benchmarks.attention --sweep --reps 3 # and T in {8, 16} x S in {52, 249} x B in {1, 4, 16}
 
 Paper scale: batch 4, T = 16 frames, 224 x 224 input -> P = 196 grid tokens, N = 25 joints, 3 class
 tokens: S = 224 tokens per frame, T*S = 3584. Small scale: batch 2, T = 8, 112 x 112 input -> S = 77.
@@ -58,13 +59,14 @@ def _timed(fn: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def run_scale(scale: Scale, *, dim: int, heads: int, reps: int, device: torch.device) -> None:
+def measure(scale: Scale, *, dim: int, heads: int, reps: int, device: torch.device) -> dict[tuple[str, str], list[float]]:
+    """Seconds per repetition of each module, forward ("fwd") and forward + backward ("fwdbwd")."""
     torch.manual_seed(0)
     shape = (scale.batch, scale.frames, scale.tokens, dim)
     x = torch.randn(shape, device=device)
     x_grad = x.clone().requires_grad_()
     grad_out = torch.randn(shape, device=device)
-    modules = {name: cls(dim, heads, dropout=0.0).to(device) for name, (cls, _) in MODULES.items()}
+    modules = {name: cls(dim, heads).to(device) for name, (cls, _) in MODULES.items()}
 
     def forward(module: torch.nn.Module) -> None:
         with torch.no_grad():
@@ -85,11 +87,16 @@ def run_scale(scale: Scale, *, dim: int, heads: int, reps: int, device: torch.de
                 elapsed = _timed(lambda: fn(modules[name]), device)
                 if rep > 0:
                     times[(name, mode)].append(elapsed)
+    return times
 
-    def ratio(name: str, mode: str) -> float:
-        """Median over repetitions of (module time / FAttn time in the same repetition)."""
-        return statistics.median(t / f for t, f in zip(times[(name, mode)], times[("FAttn", mode)]))
 
+def ratio(times: dict[tuple[str, str], list[float]], name: str, mode: str) -> float:
+    """Median over repetitions of (module time / FAttn time in the same repetition)."""
+    return statistics.median(t / f for t, f in zip(times[(name, mode)], times[("FAttn", mode)]))
+
+
+def run_scale(scale: Scale, *, dim: int, heads: int, reps: int, device: torch.device) -> None:
+    times = measure(scale, dim=dim, heads=heads, reps=reps, device=device)
     print(
         f"\n[{scale.name}] B={scale.batch} T={scale.frames} S={scale.tokens} (T*S={scale.frames * scale.tokens}) "
         f"D={dim} heads={heads}; device={device}, threads={torch.get_num_threads()}, median of {reps} reps"
@@ -98,21 +105,42 @@ def run_scale(scale: Scale, *, dim: int, heads: int, reps: int, device: torch.de
         f"{'module':<7} {'params':>8} {'GFLOP attn':>11} {'GFLOP proj':>11} "
         f"{'fwd ms':>9} {'fwd/F':>6} {'fwd+bwd ms':>11} {'fwd+bwd/F':>9}"
     )
-    for name, module in modules.items():
-        flops = attention_flops(MODULES[name][1], frames=scale.frames, tokens=scale.tokens, dim=dim)
-        params = sum(p.numel() for p in module.parameters())
+    for name, (cls, kind) in MODULES.items():
+        flops = attention_flops(kind, frames=scale.frames, tokens=scale.tokens, dim=dim)
+        params = sum(p.numel() for p in cls(dim, heads).parameters())
         fwd, fwdbwd = statistics.median(times[(name, "fwd")]), statistics.median(times[(name, "fwdbwd")])
         print(
             f"{name:<7} {params:>8,} {flops['core'] * scale.batch / 1e9:>11.2f} "
-            f"{flops['projections'] * scale.batch / 1e9:>11.2f} {fwd * 1e3:>9.1f} {ratio(name, 'fwd'):>6.3f} "
-            f"{fwdbwd * 1e3:>11.1f} {ratio(name, 'fwdbwd'):>9.3f}"
+            f"{flops['projections'] * scale.batch / 1e9:>11.2f} {fwd * 1e3:>9.1f} {ratio(times, name, 'fwd'):>6.3f} "
+            f"{fwdbwd * 1e3:>11.1f} {ratio(times, name, 'fwdbwd'):>9.3f}"
         )
+
+
+# The sweep: frames, tokens per frame (49 + 50 joints + 3 class tokens at 112 px; 196 + 50 + 3 at 224 px), batch.
+SWEEP_FRAMES, SWEEP_TOKENS, SWEEP_BATCHES = (8, 16), (52, 249), (1, 4, 16)
+
+
+def run_sweep(*, dim: int, heads: int, reps: int, device: torch.device) -> None:
+    """ZAttn/FAttn and BAttn/FAttn for every (T, S, B) cell, with the arithmetic bound of each cell."""
+    print(f"\n[sweep] D={dim} heads={heads}; device={device}, threads={torch.get_num_threads()}, median of {reps} reps")
+    print(f"{'T':>3} {'S':>4} {'B':>3} {'T*S':>5} {'bound':>6} {'Z fwd':>6} {'B fwd':>6} {'Z f+b':>6} {'B f+b':>6}")
+    for frames in SWEEP_FRAMES:
+        for tokens in SWEEP_TOKENS:
+            for batch in SWEEP_BATCHES:
+                times = measure(Scale("sweep", batch=batch, frames=frames, tokens=tokens), dim=dim, heads=heads, reps=reps,
+                                device=device)
+                full, half = (attention_flops(kind, frames=frames, tokens=tokens, dim=dim) for kind in ("F", "Z"))
+                bound = (half["core"] + half["projections"]) / (full["core"] + full["projections"])
+                cells = [ratio(times, name, mode) for mode in ("fwd", "fwdbwd") for name in ("ZAttn", "BAttn")]
+                print(f"{frames:>3} {tokens:>4} {batch:>3} {frames * tokens:>5} {bound:>6.3f} "
+                      + " ".join(f"{value:>6.3f}" for value in cells), flush=True)
 
 
 def main() -> None:
     defaults = ModelConfig(num_classes=1)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=["both", *SCALES], default="both")
+    parser.add_argument("--sweep", action="store_true", help="also every (T, S, B) of the sweep (minutes)")
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions after one warm-up (median reported)")
     parser.add_argument("--dim", type=int, default=defaults.dim)
     parser.add_argument("--heads", type=int, default=defaults.heads)
@@ -124,6 +152,8 @@ def main() -> None:
     print(f"torch {torch.__version__}; forward FLOPs per batch (multiply-add = 2), params per module")
     for name in SCALES if args.scale == "both" else [args.scale]:
         run_scale(SCALES[name], dim=args.dim, heads=args.heads, reps=args.reps, device=torch.device(args.device))
+    if args.sweep:
+        run_sweep(dim=args.dim, heads=args.heads, reps=args.reps, device=torch.device(args.device))
 
 
 if __name__ == "__main__":

@@ -58,6 +58,10 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                                            "joint_position": "linear", "init": "vit"}, {}, "float16"),
     # The cache: 8-bit maps with per-channel scales instead of float16
     "8-bit cache": ({}, {}, "8bit"),
+    # Dropout (the demo trains without): the model's default 0.1 on the residual branches only, and 0.1 on the
+    # attention probabilities as well, which is what `dropout` meant before attention_dropout existed
+    "dropout 0.1 (model default)": ({"dropout": 0.1}, {}, "float16"),
+    "dropout 0.1 + attention dropout 0.1": ({"dropout": 0.1, "attention_dropout": 0.1}, {}, "float16"),
 }
 TIME_REVERSED = ("sitting down", "standing up (from sitting position)")
 

@@ -17,11 +17,12 @@ width takes tens of seconds per step on CPU, where any loader looks perfect.
 Part "step": one training step (forward, backward, SGD update) of the paper-scale model (ModelConfig
 defaults: dim 256, depth 3, 2 persons x 25 joints; T = 16, 224 x 224 input, batch 4) on random cached-map
 inputs, median over `steps` after one warm-up step; run in a fresh process so that its peak RSS
-(`ru_maxrss`) belongs to this measurement alone. Dropout is 0 by default here: with attention dropout
-(the model's default 0.1) PyTorch's CPU attention cannot use its fused kernel and falls back to the math
-path, which keeps every L x L attention matrix (L = 3984 tokens) for backward; measured 33 s and 8.7 GB for
-ONE clip, and batch 4 was killed by the OOM killer at 22 GB on a 23.5 GB machine, so the benchmark does not
-try it by default (`--dropout 0.1 --batch 1` reproduces the one-clip figure).
+(`ru_maxrss`) belongs to this measurement alone. The model is `ModelConfig`'s default, dropout 0.1 included:
+it acts after the attention projections and in the MLPs, not on the attention probabilities
+(`attention_dropout` 0). Dropout on the probabilities makes PyTorch's CPU attention fall back from its fused
+kernel to the math path, which keeps every L x L attention matrix (L = 3984 tokens) for backward: measured
+33 s and 8.7 GB for ONE clip, and batch 4 was killed by the OOM killer at 22 GB on a 23.5 GB machine
+(`--attention-dropout 0.1 --batch 1` reproduces the one-clip figure). Target: <= 6 GB peak RSS at batch 4.
 """
 
 from __future__ import annotations
@@ -179,17 +180,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--dim", type=int, default=None)
     parser.add_argument("--depth", type=int, default=None)
-    parser.add_argument("--dropout", type=float, default=None, help="model dropout (on CPU, attention dropout forces the L x L math path)")
+    parser.add_argument("--dropout", type=float, default=None, help="model dropout (residual branches; default 0.1)")
+    parser.add_argument("--attention-dropout", type=float, default=None,
+                        help="dropout on the attention probabilities (default 0; on CPU it forces the L x L math path)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per part")
     parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)  # the step part's own process
     args = parser.parse_args(argv)
-    model = {k: v for k, v in (("dim", args.dim), ("depth", args.depth), ("dropout", args.dropout)) if v is not None}
+    given = (("dim", args.dim), ("depth", args.depth), ("dropout", args.dropout), ("attention_dropout", args.attention_dropout))
+    model = {k: v for k, v in given if v is not None}
     results = []
     if args.part in ("loader", "both"):
         loader_model = model or {"dim": 64, "depth": 1, "dropout": 0.0}
         results.append(loader_ratio(size=args.size or 112, frames=args.frames, batch=args.batch, steps=args.steps or 12,
                                     workers=args.workers, reps=args.reps, model=loader_model))
-    step_model = model if "dropout" in model else {**model, "dropout": 0.0}
+    step_model = model  # the default config unless options say otherwise
     if args.part == "step" and args.in_process:
         print(json.dumps(paper_step(size=args.size or 224, frames=args.frames, batch=args.batch, steps=args.steps or 2, model=step_model)))
         return
@@ -197,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
         command = [sys.executable, "-m", "benchmarks.train", "--part", "step", "--in-process", "--frames", str(args.frames),
                    "--batch", str(args.batch), "--size", str(args.size if args.part == "step" and args.size else 224),
                    "--steps", str(args.steps if args.part == "step" and args.steps else 2)]
-        command += [flag for key, value in step_model.items() for flag in (f"--{key}", str(value))]
+        command += [flag for key, value in step_model.items() for flag in (f"--{key.replace('_', '-')}", str(value))]
         done = subprocess.run(command, capture_output=True, text=True, check=True)
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
     for result in results:

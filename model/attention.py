@@ -33,14 +33,16 @@ from torch import Tensor, nn
 class _SpatioTemporalAttention(nn.Module):
     """Shared parts: fused QKV projection, output projection, dropout, head bookkeeping."""
 
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0, attention_dropout: float = 0.0) -> None:
         super().__init__()
         if dim % heads != 0:
             raise ValueError(f"model width dim={dim} is not divisible by heads={heads}; pick heads that divide dim.")
         self.dim = dim
         self.heads = heads
         self.head_dim = dim // heads
-        self.attn_dropout = dropout
+        # Dropout on the attention probabilities (inside SDPA) and on the projected output. On the CPU any
+        # attention dropout sends SDPA to its math kernel, which stores every L x L matrix for backward.
+        self.attn_dropout = attention_dropout
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(dropout)
@@ -125,10 +127,11 @@ class _CrossGroupAttention(_SpatioTemporalAttention):
         q, k, v = self._grouped_qkv(x)
         # One SDPA call for both directions: a' (group 0 -> 1) and a'' (group 1 -> 0), eq. 7-8 / eq. 10.
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=self._dropout_p())  # (2B, H, TS/2, hd)
-        out = out.transpose(1, 2).reshape(2 * batch, frames // 2 * tokens, dim)  # (2B, TS/2, D)
-        # The output projection acts per token, so it runs before the tokens go back in frame order.
-        out = self.proj_drop(self.proj(out)).view(2, batch, frames // 2, tokens, dim)  # (2, B, T/2, S, D)
-        return self._merge(out)  # (B, T, S, D), original frame order (eq. 9 / 10)
+        out = out.view(2, batch, self.heads, frames // 2, tokens, self.head_dim)  # (2, B, H, T/2, S, hd)
+        # Heads back beside each other and every token back at its frame in one copy (eq. 9 / 10); the output
+        # projection acts per token, so it runs after.
+        out = self._merge(out.permute(0, 1, 3, 4, 2, 5)).reshape(batch, frames, tokens, dim)  # (B, T, S, D)
+        return self.proj_drop(self.proj(out))
 
     @torch.no_grad()
     def attention_matrix(self, x: Tensor) -> Tensor:

@@ -19,7 +19,11 @@ Defaults for what the paper leaves open (`ModelConfig`):
   ViT-B width.
 - heads = 4, i.e. a head width of 64, the head width ViT/DeiT use at every model size; at dim 256 it is
   also the faster choice for the SDPA kernels (benchmarks/attention.py).
-- mlp_ratio = 4 (ViT, Vaswani et al.); dropout = 0.1 (the "pure transformer" [44] the paper follows).
+- mlp_ratio = 4 (ViT, Vaswani et al.); dropout = 0.1 (the "pure transformer" [44] the paper follows) on the
+  attention output projections, in the MLPs and in the head; attention_dropout = 0 on the attention
+  probabilities, as in timm's ViT. Dropout on the probabilities sends PyTorch's CPU attention to its math
+  kernel, which keeps every L x L matrix for backward (a paper-scale step needed 22 GB); without it the fused
+  kernel keeps none (benchmarks/train.py, "step"; README has the measured cost in accuracy).
 - heatmap_sigma = 1.0 local cell. A local cell is 8 input pixels, so this is the usual pose-estimation
   Gaussian (sigma 2 px on a stride-4 heat map = 8 input px); neighbouring joints 2-4 cells apart at
   224 px stay mostly separate.
@@ -70,7 +74,8 @@ class ModelConfig:
     depth: int = 3  # layers per stage (Fig. 5)
     heads: int = 4
     mlp_ratio: float = 4.0
-    dropout: float = 0.1
+    dropout: float = 0.1  # residual branches: after the attention projections, in the MLPs, in the head
+    attention_dropout: float = 0.0  # on the attention probabilities (0.1 with `dropout` before this option)
     encoder: str = "FZ"  # Table 4: F-Z encoder, F-B decoder
     decoder: str = "FB"
     multi_class: bool = True  # Table 3
@@ -94,8 +99,9 @@ class ModelConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"model option {name}={getattr(self, name)!r} is not one of {', '.join(allowed)}.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+        for name in ("dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
         if self.mlp_ratio <= 0 or self.heatmap_sigma <= 0:
             raise ValueError("mlp_ratio and heatmap_sigma must be positive.")
 
@@ -127,6 +133,7 @@ class STAR(nn.Module):
         heads: int,
         mlp_ratio: float,
         dropout: float,
+        attention_dropout: float,
         encoder: str,
         decoder: str,
         multi_class: bool,
@@ -156,7 +163,8 @@ class STAR(nn.Module):
             frames=frames if temporal_embedding else None,
             joint_position=joint_position,
         )
-        stage = dict(depth=depth, dim=dim, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout, norm=norm)
+        stage = dict(depth=depth, dim=dim, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout, norm=norm,
+                     attention_dropout=attention_dropout)
         self.encoder = STARStage(kind=encoder, **stage)
         self.decoder = STARStage(kind=decoder, **stage)
         self.norm = nn.LayerNorm(dim) if norm == "pre" else nn.Identity()  # pre-LN: the residual stream is unnormalised

@@ -50,7 +50,8 @@ class MLP(nn.Module):
 class STARLayer(nn.Module):
     """One STAR-transformer layer, eq. (11)-(14): (B, T, S, D) -> (B, T, S, D)."""
 
-    def __init__(self, *, dim: int, heads: int, mlp_ratio: float, dropout: float, kind: str, norm: str = "pre") -> None:
+    def __init__(self, *, dim: int, heads: int, mlp_ratio: float, dropout: float, kind: str, norm: str = "pre",
+                 attention_dropout: float = 0.0) -> None:
         super().__init__()
         if kind not in LAYER_KINDS:
             raise ValueError(f"unknown STAR layer kind {kind!r}; use one of {', '.join(LAYER_KINDS)} (Table 4).")
@@ -58,8 +59,8 @@ class STARLayer(nn.Module):
             raise ValueError(f"unknown layer norm placement {norm!r}; use one of {', '.join(NORMS)}.")
         self.kind = kind
         self.pre_norm = norm == "pre"
-        self.full_attn = FullAttention(dim, heads, dropout)  # FSTA of eq. (11)
-        self.sta = ATTENTION_KINDS[kind[1]](dim, heads, dropout)  # STA of eq. (13)
+        self.full_attn = FullAttention(dim, heads, dropout, attention_dropout)  # FSTA of eq. (11)
+        self.sta = ATTENTION_KINDS[kind[1]](dim, heads, dropout, attention_dropout)  # STA of eq. (13)
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)
         self.norm3 = nn.LayerNorm(dim)
@@ -78,10 +79,13 @@ class STARLayer(nn.Module):
 class STARStage(nn.Module):
     """L STAR layers of one kind: the encoder ("FZ") or the decoder ("FB")."""
 
-    def __init__(self, *, depth: int, kind: str, dim: int, heads: int, mlp_ratio: float, dropout: float, norm: str = "pre") -> None:
+    def __init__(self, *, depth: int, kind: str, dim: int, heads: int, mlp_ratio: float, dropout: float, norm: str = "pre",
+                 attention_dropout: float = 0.0) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            STARLayer(dim=dim, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout, kind=kind, norm=norm) for _ in range(depth)
+            STARLayer(dim=dim, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout, kind=kind, norm=norm,
+                      attention_dropout=attention_dropout)
+            for _ in range(depth)
         )
 
     def forward(self, z: Tensor) -> Tensor:

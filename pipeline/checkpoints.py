@@ -23,8 +23,9 @@ from pipeline.files import load_torch_file
 
 # 2: ModelConfig gained norm, init, token_norm, temporal_embedding, frames and joint_position; format-1
 # checkpoints hold the post-LN, trunc-normal model without them and cannot be loaded into the current one.
-# 3: ModelConfig's joint count `joints` became `num_joints` (`joints` is the joint tensor everywhere else);
-# a format-2 checkpoint is read by renaming it.
+# 3: ModelConfig's joint count `joints` became `num_joints` (`joints` is the joint tensor everywhere else), and
+# dropout on the attention probabilities became its own option, `attention_dropout`; a format-2 checkpoint is read
+# by renaming the count and setting attention_dropout to its dropout (what its model did).
 CHECKPOINT_FORMAT = 3
 
 
@@ -32,6 +33,7 @@ def _from_format_2(state: dict[str, Any]) -> dict[str, Any]:
     for values in (state.get("model_config"), (state.get("config") or {}).get("model")):
         if isinstance(values, dict) and "joints" in values:
             values["num_joints"] = values.pop("joints")
+            values.setdefault("attention_dropout", values.get("dropout", 0.1))
     return {**state, "format": 3}
 
 

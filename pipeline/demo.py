@@ -52,7 +52,7 @@ class DemoConfig:
     dim: int = 64
     depth: int = 1
     heads: int = 2
-    dropout: float = 0.0  # dropout > 0 makes PyTorch's attention fall back to its slow math kernel on CPU
+    dropout: float = 0.0  # the few hundred clips fit without it (benchmarks/learning.py measures 0.1)
     workers: int = 0  # DataLoader workers: the cache is small and the CPU is the bottleneck
     compare_fattn: bool = False  # also train the FAttn-only model (FF/FF) and draw both, as in Fig. 6
     device: str = "auto"

@@ -210,16 +210,18 @@ def test_evaluate_refuses_a_cache_with_another_fingerprint(trained, tmp_path):
 
 
 def test_a_format_2_checkpoint_is_read_with_its_joint_count_renamed(trained, tmp_path):
-    """Format 2 called the joint count `joints`; it is read as format 3 (`num_joints`) and evaluates the same."""
+    """Format 2 called the joint count `joints` and had no attention_dropout; read as format 3, it evaluates the same."""
     cache, checkpoint = trained
     current = torch.load(checkpoint, weights_only=True)
     old = {**current, "format": 2}
-    old["model_config"] = {("joints" if k == "num_joints" else k): v for k, v in current["model_config"].items()}
+    old["model_config"] = {("joints" if k == "num_joints" else k): v for k, v in current["model_config"].items()
+                           if k != "attention_dropout"}
     old["config"] = {**current["config"], "model": dict(old["model_config"])}
     path = tmp_path / "format2.pt"
     torch.save(old, path)
     state = read_checkpoint(path)
-    assert state["format"] == 3 and state["model_config"] == current["model_config"]
+    # What the format-2 model did: dropout on the attention probabilities too.
+    assert state["format"] == 3 and state["model_config"] == {**current["model_config"], "attention_dropout": current["model_config"]["dropout"]}
     assert state["config"]["model"]["num_joints"] == current["model_config"]["num_joints"]
     a = evaluate_checkpoint(checkpoint=checkpoint, cache=cache, out_dir=tmp_path / "a", workers=0)
     b = evaluate_checkpoint(checkpoint=path, cache=cache, out_dir=tmp_path / "b", workers=0)

@@ -189,6 +189,21 @@ def test_sdpa_calls_per_forward(monkeypatch):
     assert len(calls) == 2 * 2 * cfg.depth  # (F + Z/B) per layer, encoder + decoder
 
 
+@pytest.mark.parametrize(("attention_dropout", "expected"), [(0.0, 0.0), (0.1, 0.1)])
+def test_dropout_reaches_the_attention_probabilities_only_when_asked(monkeypatch, attention_dropout, expected):
+    """`dropout` acts on the residual branches; SDPA sees `attention_dropout` (default 0: its fused CPU kernel)."""
+    cfg = ModelConfig(**{**TINY, "dropout": 0.1, "attention_dropout": attention_dropout})
+    model = build_model(cfg).train()
+    seen = []
+    sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: seen.append(k.get("dropout_p")) or sdpa(*a, **k))
+    model(*make_inputs(cfg))
+    assert seen and set(seen) == {expected}
+    assert ModelConfig(num_classes=3).attention_dropout == 0.0 and ModelConfig(num_classes=3).dropout == 0.1
+    with pytest.raises(ValueError, match="attention_dropout"):
+        ModelConfig(num_classes=3, attention_dropout=1.0)
+
+
 def test_mismatched_inputs_raise_star_error():
     cfg = ModelConfig(**TINY)
     model = build_model(cfg)
