@@ -156,9 +156,11 @@ def pose_in_frame(skeleton: np.ndarray, *, width: int, height: int) -> float:
     return float(inside.mean())
 
 
-def pose_outside_frame_reason(skeleton: np.ndarray, *, width: int, height: int) -> str | None:
-    """Why the pose does not fit its width x height frame (share below POSE_IN_FRAME_FAIL), or None."""
-    share = pose_in_frame(skeleton, width=width, height=height)
+def pose_outside_frame_reason(skeleton: np.ndarray, *, width: int, height: int, share: float | None = None) -> str | None:
+    """Why the pose does not fit its width x height frame (share below POSE_IN_FRAME_FAIL), or None.
+
+    `share` is `pose_in_frame(skeleton, ...)` when the caller has it already."""
+    share = pose_in_frame(skeleton, width=width, height=height) if share is None else share
     if not share < POSE_IN_FRAME_FAIL:  # NaN passes: nothing visible is another status
         return None
     visible = skeleton[..., 2] > 0
@@ -190,7 +192,8 @@ def assemble_record(
             problems.append((EMPTY_SKELETON, f"no person in any of the skeleton's {skeleton.shape[0]} frames"))
     video_frames = video.frames if video is not None else 0
     in_frame = pose_in_frame(skeleton, width=video.width, height=video.height) if video is not None else float("nan")
-    if video is not None and (reason := pose_outside_frame_reason(skeleton, width=video.width, height=video.height)):
+    if video is not None and (reason := pose_outside_frame_reason(skeleton, width=video.width, height=video.height,
+                                                                  share=in_frame)):
         problems.append((POSE_OUTSIDE_FRAME, reason))
     if video is not None and skeleton.shape[0] and not frames_agree(video_frames, skeleton.shape[0]):
         problems.append(
