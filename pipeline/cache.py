@@ -52,6 +52,7 @@ import zarr.storage
 from zarr.codecs import ZstdCodec
 from zarr.core.sync import sync
 
+from pipeline.datasets.records import pose_in_frame
 from pipeline.differences import describe_differences, differing_keys
 from pipeline.errors import StarError
 
@@ -442,7 +443,9 @@ class FeatureCache:
         reasons = self._array("failure")[start:stop]
         for row, sample in features.items():
             status[row - start], reasons[row - start] = SampleStatus.DONE, ""
-            coverage[row - start] = pose_coverage(sample["joints"], map_hw=self.layout.local_shape[1:])
+            # Visible joints inside the h' x w' local map: their Gaussian heat maps peak on it.
+            _, map_h, map_w = self.layout.local_shape
+            coverage[row - start] = pose_in_frame(sample["joints"], width=map_w, height=map_h)
         for row, reason in failures.items():
             status[row - start], reasons[row - start], coverage[row - start] = SampleStatus.FAILED, reason, np.nan
         self._array("pose_coverage")[start:stop] = coverage
@@ -707,17 +710,6 @@ def _checked_features(row: int, result: Mapping[str, Any], shapes: Mapping[str, 
                 raise ValueError(f"row {row}: '{name}' exceeds the float16 range")
         sample[name] = values
     return sample
-
-
-def pose_coverage(joints: np.ndarray, *, map_hw: Sequence[int]) -> float:
-    """Share of visible joints (confidence > 0) of one clip's (T, P, J, 3) cell-unit joints that lie on the
-    h' x w' local map, i.e. whose Gaussian heat map has its peak inside it; NaN when no joint is visible."""
-    height, width = map_hw
-    visible = joints[..., 2] > 0
-    if not visible.any():
-        return float("nan")
-    x, y = joints[..., 0][visible], joints[..., 1][visible]
-    return float(np.mean((x >= 0) & (x < width) & (y >= 0) & (y < height)))
 
 
 def heatmap_report(empty: int, mostly_empty: int) -> str:

@@ -77,11 +77,8 @@ def build_index(
     scan = reader.scan()
     meta = _metadata(reader)
     old = _read_table(out_path) if out_path.exists() else None
-    if old is not None and old.attrs.get("dataset") != dataset:
-        raise StarError(
-            f"{out_path} is an index of {old.attrs.get('dataset')!r}, not {dataset!r}: "
-            "choose another output path or delete that file."
-        )
+    if old is not None:
+        _check_dataset(old, path=out_path, dataset=dataset)
     refresh_all = old is None or any(old.attrs.get(k) != meta[k] for k in ("format_version", "layout", "persons"))
 
     sources = {s.sample_id: s for s in scan.sources}
@@ -138,7 +135,11 @@ def check_index_file(path: Path, *, dataset: str) -> None:
         raise StarError(f"The annotation index path {path} is a folder: give a .h5 file path with --index.")
     if not path.exists():
         return
-    found = _read_table(path).attrs.get("dataset")
+    _check_dataset(_read_table(path), path=path, dataset=dataset)
+
+
+def _check_dataset(table: _Table, *, path: Path, dataset: str) -> None:
+    found = table.attrs.get("dataset")
     if found != dataset:
         raise StarError(f"{path} is an index of {found!r}, not {dataset!r}: choose another --index or delete that file.")
 
