@@ -76,7 +76,7 @@ _CropOpt = Annotated[str, typer.Option(help="full: resize the whole frame; perso
 _WeightsOpt = Annotated[str, typer.Option(help="kinetics400 (from the torch hub cache), random, or a state-dict path.")]
 _BatchOpt = Annotated[int, typer.Option(help="Clips per backbone call.")]
 _WorkersOpt = Annotated[int, typer.Option(help="Decode threads per unit runner.")]
-_UnitOpt = Annotated[int, typer.Option(help="Samples per work unit (= per zarr shard); fixed when the store is created.")]
+_UnitOpt = Annotated[int, typer.Option(help="Samples per work unit (= per zarr chunk); fixed when the store is created.")]
 _LimitOpt = Annotated[Optional[int], typer.Option(help="Only the first N samples.")]
 _QuantOpt = Annotated[bool, typer.Option("--8bit/--float16", help="Store maps as 8-bit with per-channel scales.")]
 _RetryOpt = Annotated[bool, typer.Option(help="Try failed samples again.")]

@@ -138,7 +138,7 @@ def extract_figures(output: str) -> list[Figure]:
     for result in _json_objects(output):
         for row in result.get("throughput", []):
             size = row["size"]
-            figures.append(Figure(f"extraction clips/s / bound (decode + backbone), {size} px", f"{row['ratio']:.2f}", ">= 0.9",
+            figures.append(Figure(f"extraction clips/s / bound (decode + backbone), {size} px, T={row['frames']}", f"{row['ratio']:.2f}", ">= 0.9",
                                   _within(row["ratio"], 0.9, at_most=False)))
             sizes = row.get("bytes_per_clip", {})
             if "float16" in sizes:
@@ -178,10 +178,10 @@ def train_figures(output: str) -> list[Figure]:
 BENCHMARKS: dict[str, Benchmark] = {
     "attention": Benchmark(args=("--sweep", "--reps", "3"), quick_args=("--scale", "small", "--reps", "1"), figures=attention_figures),
     "index": Benchmark(args=(), quick_args=("--files", "30", "--samples-per-class", "1"), figures=index_figures),
-    "extract": Benchmark(args=("--json",), quick_args=("--clips", "2", "--sizes", "32", "--rss-clips", "2", "4", "--json"),
+    "extract": Benchmark(args=("--json",), quick_args=("--clips", "2", "--scales", "32:4", "--reps", "1", "--rss-clips", "2", "4", "--json"),
                          figures=extract_figures),
     "cache_size": Benchmark(args=(), quick_args=("--clips", "1", "--frames", "4", "--size", "32"), figures=cache_size_figures),
-    "train": Benchmark(args=("--json",), quick_args=("--part", "loader", "--size", "32", "--frames", "4", "--steps", "2", "--reps", "1", "--json"),
+    "train": Benchmark(args=("--json",), quick_args=("--part", "loader", "--scales", "32:4", "--steps", "2", "--reps", "1", "--json"),
                        figures=train_figures),
 }
 

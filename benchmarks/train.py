@@ -1,7 +1,7 @@
 """Benchmark (not a timed test): training throughput from the zarr cache, and the paper-scale step on CPU.
 
     python -m benchmarks.train                                   # both parts
-    python -m benchmarks.train --part loader --size 112 --workers 2 --reps 3
+    python -m benchmarks.train --part loader --scales 64:8 112:16 --workers 0 --reps 5
     python -m benchmarks.train --part loader --dim 256 --depth 3   # the loader feeding the paper-width model
     python -m benchmarks.train --part step --size 224 --steps 3
 
@@ -10,7 +10,9 @@ divided by samples/s of the same steps on the same batches already in memory (sa
 A real float16 zarr cache of `batch * steps` clips with ReLU-like maps is written first (its write time is
 not measured). The two runs alternate `reps` times so load changes on a shared machine hit both alike; the
 ratio is the median of the per-repetition ratios. Steady state: the clock starts once the first batch has
-arrived (worker start-up, paid once per epoch, is reported apart). Target: ratio >= 0.9. The default model
+arrived (worker start-up, paid once per epoch, is reported apart). Target: ratio >= 0.9. The loader is the one
+training builds (`pipeline.train.make_loader`: shuffled windows of work units, float16 maps up to the model), so
+the in-memory batches are the same float16 batches and both sides pay the conversion to float32. The default model
 is a narrow one without dropout (dim 64, depth 1): the faster the step, the harder for the loader to keep up; the paper
 width takes tens of seconds per step on CPU, where any loader looks perfect.
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -43,9 +46,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from model.star import ModelConfig, build_model
-from pipeline.cache import CacheLayout, FeatureCache
+from pipeline.cache import DEFAULT_UNIT_SIZE, CacheLayout, FeatureCache
 from pipeline.classifier import ClipClassifier
 from pipeline.data import CachedClips
+from pipeline.distributed import DistContext
+from pipeline.train import make_loader
 
 PERSONS, JOINTS, CLASSES = 2, 25, 60
 
@@ -60,7 +65,7 @@ def write_cache(path: Path, *, samples: int, frames: int, size: int) -> str:
         sample_ids=[f"S001C001P{i:03d}R001A001" for i in range(samples)],
         labels=np.arange(samples) % CLASSES,
         splits={"bench-train": np.ones(samples, dtype=bool)},
-        unit_size=8,
+        unit_size=DEFAULT_UNIT_SIZE,
     )
     rng = np.random.default_rng(0)
     shapes = layout.sample_shapes()
@@ -103,19 +108,23 @@ def loader_ratio(*, size: int, frames: int, batch: int, steps: int, workers: int
         written = time.perf_counter()
         path = write_cache(Path(folder) / "bench.zarr", samples=batch * steps, frames=frames, size=size)
         write_seconds = time.perf_counter() - written
-        dataset = CachedClips(path=path, split_name="bench-train")
-        in_memory = list(DataLoader(dataset, batch_size=batch, num_workers=0))  # the very same batches
+        process = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+
+        def training_loader(workers: int) -> DataLoader:  # a fresh dataset: nothing read by an earlier pass is kept
+            return make_loader(CachedClips(path=path, split_name="bench-train"), batch_size=batch, seed=0,
+                               workers=workers, ctx=process, shuffle=True)
+
+        in_memory = list(training_loader(0))  # the very same batches, as the loader delivers them
         classifier, optimizer = _model(frames=frames, **model)
         ratios, memory_rates, cache_rates, startups = [], [], [], []
         for _ in range(reps):
             _, memory_rate = _steps(classifier, optimizer, in_memory)
-            loader = DataLoader(dataset, batch_size=batch, num_workers=workers, shuffle=False)
-            startup, cache_rate = _steps(classifier, optimizer, loader)
+            startup, cache_rate = _steps(classifier, optimizer, training_loader(workers))
             ratios.append(cache_rate / memory_rate)
             memory_rates.append(memory_rate)
             cache_rates.append(cache_rate)
             startups.append(startup)
-        raw_bytes = sum(v.nbytes for k, v in dataset._store().read(0).items() if k != "label") // 2  # float16 on disk before zstd
+        raw_bytes = sum(v.nbytes for k, v in in_memory[0].items() if k != "label") // batch
     return {
         "part": "loader",
         "size": size,
@@ -123,6 +132,7 @@ def loader_ratio(*, size: int, frames: int, batch: int, steps: int, workers: int
         "batch": batch,
         "steps": steps,
         "workers": workers,
+        "load_average": os.getloadavg()[0],
         "model": model or "ModelConfig defaults",
         "samples_per_s_in_memory": statistics.median(memory_rates),
         "samples_per_s_from_cache": statistics.median(cache_rates),
@@ -172,12 +182,14 @@ def paper_step(*, size: int, frames: int, batch: int, steps: int, model: dict) -
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("loader", "step", "both"), default="both")
-    parser.add_argument("--size", type=int, default=None, help="input size (loader default 112, step default 224)")
+    parser.add_argument("--scales", nargs="+", default=None, metavar="SIZE:FRAMES",
+                        help="loader scales (default 64:8, the demo's, and 112:16)")
+    parser.add_argument("--size", type=int, default=None, help="input size of the step (default 224), or of one loader scale")
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=None, help="steps per pass (loader default 12, step default 2)")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=None, help="steps per pass (loader default 48, step default 2)")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the loader part")
+    parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--dim", type=int, default=None)
     parser.add_argument("--depth", type=int, default=None)
     parser.add_argument("--dropout", type=float, default=None, help="model dropout (residual branches; default 0.1)")
@@ -191,8 +203,11 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     if args.part in ("loader", "both"):
         loader_model = model or {"dim": 64, "depth": 1, "dropout": 0.0}
-        results.append(loader_ratio(size=args.size or 112, frames=args.frames, batch=args.batch, steps=args.steps or 12,
-                                    workers=args.workers, reps=args.reps, model=loader_model))
+        scales = ([tuple(int(x) for x in scale.split(":")) for scale in args.scales] if args.scales
+                  else [(args.size, args.frames)] if args.size else [(64, 8), (112, 16)])
+        for size, frames in scales:
+            results.append(loader_ratio(size=size, frames=frames, batch=args.batch, steps=args.steps or 48,
+                                        workers=args.workers, reps=args.reps, model=loader_model))
     step_model = model  # the default config unless options say otherwise
     if args.part == "step" and args.in_process:
         print(json.dumps(paper_step(size=args.size or 224, frames=args.frames, batch=args.batch, steps=args.steps or 2, model=step_model)))

@@ -40,7 +40,7 @@ def unit_task(config: ExtractConfig, unit: int) -> UnitReport:
     return report
 
 
-@flow(name=FLOW_NAME, task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=False)
+@flow(name=FLOW_NAME, task_runner=ThreadPoolTaskRunner(max_workers=stage.UNITS_IN_FLIGHT), log_prints=False)
 def extract_flow(config: ExtractConfig) -> dict:
     """Refresh the index, extract every pending sample into the cache, and return the summary as JSON."""
     started = time.perf_counter()
@@ -56,7 +56,7 @@ def extract_flow(config: ExtractConfig) -> dict:
 def task_runner(*, dask_address: str | None = None, dask_workers: int | None = None):
     """The task runner for the chosen scale-out: thread pool (default) or Dask (existing or local cluster)."""
     if dask_address is None and dask_workers is None:
-        return ThreadPoolTaskRunner(max_workers=2)
+        return ThreadPoolTaskRunner(max_workers=stage.UNITS_IN_FLIGHT)
     from prefect_dask import DaskTaskRunner
 
     if dask_address is not None:

@@ -2,7 +2,8 @@
 
 - `CachedClips`: a torch `Dataset` over the zarr feature cache of `star extract`. It keeps only rows that
   are done and in the requested split, opens the store lazily in each process (DataLoader workers never
-  share zarr handles) and reads one sample with one read per array (`FeatureCache.read`).
+  share zarr handles) and reads a work unit's rows at a time (`FeatureCache.read_rows`), in the order of
+  `pipeline.sampling.WindowSampler` when training.
 - `VideoClips`: the same samples decoded from video on the fly (end-to-end mode), through the clip loader
   of extraction (`pipeline.extract.load_clip`: same frame sampling, crop/resize and joint mapping), with
   optional temporal jitter. Without jitter and augmentation it yields exactly the clip that extraction
@@ -20,6 +21,7 @@ single-process training.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.cache import FeatureCache
+from pipeline.cache import MAP_NAMES, FeatureCache
 from pipeline.clips import ClipSpec, load_clip
 from pipeline.datasets.layouts import JointLayout, layout_from_spec
 from pipeline.datasets.ntu import SAMPLE_NAME
@@ -92,9 +94,9 @@ def hidden_joints(shape: tuple[int, int, int], *, probability: float, rng: np.ra
 def drop_joints(sample: dict[str, Any], *, hidden: np.ndarray) -> dict[str, Any]:
     """Hide joints of a cached sample as a missing detection looks: zero (x, y, confidence), empty heatmap."""
     dropped = dict(sample)
-    dropped["joints"] = np.where(hidden[..., None], np.float32(0), sample["joints"])
+    dropped["joints"] = np.where(hidden[..., None], sample["joints"].dtype.type(0), sample["joints"])
     channel_hidden = hidden.reshape(hidden.shape[0], -1)[:, :, None, None]  # (T, P*J, 1, 1)
-    dropped["heatmaps"] = np.where(channel_hidden, np.float32(0), sample["heatmaps"])
+    dropped["heatmaps"] = np.where(channel_hidden, sample["heatmaps"].dtype.type(0), sample["heatmaps"])
     return dropped
 
 
@@ -218,8 +220,9 @@ def carve_validation(sample_ids: np.ndarray | list[str], *, fraction: float) -> 
 
 
 def check_preload_fits(cache: FeatureCache, *, rows: int) -> None:
-    """Refuse to decode `rows` samples into memory when they would take more than half of this machine's RAM."""
-    sample_bytes = 4 * sum(int(np.prod(shape)) for shape in cache.layout.sample_shapes().values())
+    """Refuse to keep `rows` samples in memory when they would take more than half of this machine's RAM."""
+    itemsize = 4 if cache.quantize else 2  # float16 maps as stored; 8-bit maps are dequantized to float32
+    sample_bytes = sum(int(np.prod(shape)) * (4 if name == "joints" else itemsize) for name, shape in cache.layout.sample_shapes().items())
     needed, physical = rows * sample_bytes, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if needed > physical // 2:
         raise StarError(f"preloading {rows} cached samples needs {needed / 2**20:,.0f} MiB, more than half of this machine's "
@@ -227,7 +230,14 @@ def check_preload_fits(cache: FeatureCache, *, rows: int) -> None:
 
 
 class CachedClips(Dataset):
-    """Samples of one split of a feature cache: float32 tensors local, global, heatmaps, joints (T, N, 3), and label."""
+    """Samples of one split of a feature cache: maps local, global, heatmaps (float16 as stored, float32 in 8-bit
+    mode; `batch_to_device` makes them float32 where the batch lands), joints (T, N, 3) float32, and label.
+
+    Reads go a work unit at a time: a batch's rows are grouped by unit, each unit's rows of this dataset are read
+    in one call per array (`FeatureCache.read_rows`) and kept, the last `cached_rows` rows' worth, so that a batch
+    order from `WindowSampler` reads every unit once per epoch. `preload` reads every unit up front and keeps
+    them all.
+    """
 
     def __init__(
         self,
@@ -239,27 +249,30 @@ class CachedClips(Dataset):
         seed: int = 0,
         sample_ids: np.ndarray | list[str] | None = None,
         preload: bool = False,
+        cached_rows: int = 256,
     ) -> None:
         cache = FeatureCache.open(path, mode="r")
         self.path = cache.path
         self.split_name = split_name
-        self.rows = done_rows(cache, split_name=split_name)
+        self.rows = done_rows(cache, split_name=split_name)  # ascending, so each unit's items are contiguous
         if sample_ids is not None:  # a subset of the split, e.g. the training subjects left after a validation carve
             self.rows = self.rows[np.isin(cache.sample_ids[self.rows].astype(str), np.asarray(sample_ids).astype(str))]
         self.labels = cache.labels[self.rows]
         self.sample_ids = cache.sample_ids[self.rows]
+        self.units = self.rows // cache.unit_size
         self.augment = augment if augment is not None and augment.active else None
         self.flip_permutation = layout.flip_permutation() if layout is not None else None
         self.seed = seed
         self.epoch = 0
         self._cache: FeatureCache | None = None
         self._pid: int | None = None
-        # Decoded once instead of once per epoch: a cached sample costs ~17 ms of zstd + float16 -> float32 on
-        # one core, as much as a training step of a small model.
-        self._loaded: list[dict[str, Any]] | None = None
+        self.cached_rows = cached_rows
+        self._blocks: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()  # unit -> its rows, least recent first
+        self._preloaded = preload
         if preload:
             check_preload_fits(cache, rows=len(self.rows))
-            self._loaded = [self._store().read(int(row)) for row in self.rows]
+            for unit in np.unique(self.units):
+                self._block(int(unit))
 
     def set_epoch(self, epoch: int) -> None:
         """Augmentation draws depend on the epoch; call before creating the epoch's DataLoader iterator."""
@@ -276,21 +289,46 @@ class CachedClips(Dataset):
         return self._cache
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_cache": None, "_pid": None}
+        state = {**self.__dict__, "_cache": None, "_pid": None}
+        if not self._preloaded:
+            state["_blocks"] = OrderedDict()  # each worker reads its own units
+        return state
+
+    def _block(self, unit: int) -> dict[str, np.ndarray]:
+        """This dataset's rows of `unit`, read in one call per array and kept (least recently used dropped first)."""
+        block = self._blocks.get(unit)
+        if block is not None:
+            self._blocks.move_to_end(unit)
+            return block
+        first, stop = np.searchsorted(self.units, [unit, unit + 1])
+        block = self._store().read_rows(self.rows[first:stop], float32=False)
+        block["first"] = np.asarray(first)
+        self._blocks[unit] = block
+        if not self._preloaded:
+            while len(self._blocks) > 1 and sum(len(b["label"]) for b in self._blocks.values()) > self.cached_rows:
+                self._blocks.popitem(last=False)
+        return block
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        """The samples at `indices` (what a DataLoader asks for per batch): each unit they touch is read once."""
+        blocks = {int(unit): self._block(int(unit)) for unit in np.unique(self.units[indices])}
+        return [self._sample(int(index), blocks[int(self.units[index])]) for index in indices]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.__getitems__([index])[0]
+
+    def _sample(self, index: int, block: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        at = index - int(block["first"])
+        sample = {name: block[name][at] for name in (*MAP_NAMES, "joints")}
         row = int(self.rows[index])
-        sample = self._loaded[index] if self._loaded is not None else self._store().read(row)
         if self.augment is not None:
             rng = np.random.default_rng((self.seed, self.epoch, row))
             sample = augment_maps(sample, augment=self.augment, flip_permutation=self.flip_permutation, rng=rng)
         joints = sample["joints"]
         return {
-            "local": _tensor(sample["local"]),
-            "global": _tensor(sample["global"]),
-            "heatmaps": _tensor(sample["heatmaps"]),
+            **{name: torch.from_numpy(np.ascontiguousarray(sample[name])) for name in MAP_NAMES},
             "joints": _tensor(joints.reshape(joints.shape[0], -1, 3)),  # (T, P*J, 3)
-            "label": torch.tensor(int(sample["label"]), dtype=torch.int64),
+            "label": torch.tensor(int(block["label"][at]), dtype=torch.int64),
         }
 
 

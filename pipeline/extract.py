@@ -78,7 +78,7 @@ class ExtractConfig:
     heatmap_sigma: float = DEFAULT_HEATMAP_SIGMA
     batch_size: int = 4
     workers: int = 2  # decode threads per unit runner
-    unit_size: int = DEFAULT_UNIT_SIZE  # samples per work unit = per shard; fixed when the store is created
+    unit_size: int = DEFAULT_UNIT_SIZE  # samples per work unit = per zarr chunk; fixed when the store is created
     limit: int | None = None  # the first N indexed samples (after skips); None: all
     quantize: bool = False  # opt-in 8-bit maps with per-channel scales
     retry_failed: bool = False
@@ -284,6 +284,9 @@ class UnitExtractor:
 
 
 _EXTRACTOR_LOCK = threading.Lock()
+# Units run two at a time in a process: while one waits for its first decoded clips or writes its chunks, the
+# other keeps the backbone busy (the backbone itself runs one batch at a time, see UnitExtractor._compute).
+UNITS_IN_FLIGHT = 2
 
 
 @functools.lru_cache(maxsize=1)
@@ -355,9 +358,11 @@ def summarize(cfg: ExtractConfig, plan: Plan, reports: list[UnitReport], seconds
 
 
 def extract(cfg: ExtractConfig) -> ExtractSummary:
-    """The whole stage in this process, without Prefect: what tests and benchmarks call."""
+    """The whole stage in this process, without Prefect: what tests and benchmarks call. Units run
+    `UNITS_IN_FLIGHT` at a time, as in the Prefect flow."""
     started = time.perf_counter()
     preflight(cfg)
     plan = prepare(cfg)
-    reports = [run_unit(cfg, unit) for unit in plan.units]
+    with ThreadPoolExecutor(max_workers=UNITS_IN_FLIGHT, thread_name_prefix="star-unit") as units:
+        reports = list(units.map(functools.partial(run_unit, cfg), plan.units))
     return summarize(cfg, plan, reports, time.perf_counter() - started)

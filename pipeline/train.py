@@ -6,10 +6,11 @@
 - Every epoch: metrics appended to RUN_DIR/metrics.jsonl, TensorBoard scalars in RUN_DIR/tensorboard, then an
   atomic RUN_DIR/last.pt (model, optimizer, scheduler, per-rank RNG states, epoch, config, cache fingerprint),
   copied to best.pt when validation top-1 improves.
-- Reproducibility: the shuffling order is a function of (seed, epoch) only (`DistributedSampler`, also with
-  one process) and every augmentation draw is a function of (seed, epoch, sample); the DataLoader gets its own
-  generator so that worker start-up never consumes the global RNG. Together with the saved RNG states this
-  makes `--resume` continue bit for bit on CPU.
+- Reproducibility: the batch order is a function of (seed, epoch, workers) (`WindowSampler`: each
+  DataLoader worker reads its own stream of cache units) and every augmentation draw is a function of (seed,
+  epoch, sample); the DataLoader gets its own generator so that worker start-up never consumes the global RNG.
+  Together with the saved RNG states this makes `--resume` with the same `--workers` continue bit for bit on
+  CPU (another worker count resumes correctly, in another batch order).
 - End-to-end mode (`end_to_end=True`): decodes video with `VideoClips`, unfreezes MC3-18 from a chosen stage
   with a lower learning rate, starts from a cache-stage checkpoint, bf16 autocast on CUDA and optional
   activation checkpointing of the backbone stages.
@@ -28,11 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from model.star import ModelConfig, build_model
 from pipeline.backbone import backbone_from_fingerprint
@@ -74,6 +76,7 @@ from pipeline.optimization import (
 )
 from pipeline.rng import restore_rng_state, seed_everything
 from pipeline.run_log import ProgressBar, RunLog, epoch_line
+from pipeline.sampling import WindowSampler
 from pipeline.train_config import (
     VAL_FROM_TRAIN,
     TrainConfig,
@@ -140,22 +143,29 @@ def _datasets(*, cfg: TrainConfig, meta: CacheMeta) -> tuple[Dataset, Dataset | 
     return built["train"], built.get("val"), benchmark, validation
 
 
-def _make_loader(*, dataset: Dataset, cfg: TrainConfig, ctx: DistContext, shuffle: bool) -> DataLoader:
-    per_rank = cfg.batch_size // ctx.world_size
+def make_loader(dataset: Dataset, *, batch_size: int, seed: int, workers: int, ctx: DistContext, shuffle: bool) -> DataLoader:
+    """The DataLoader of one rank: `batch_size` is the global batch; `shuffle` for training, in order otherwise."""
+    per_rank = batch_size // ctx.world_size
     if shuffle:
-        # One process is a world of one: the same sampler makes the order a function of (seed, epoch) only.
-        sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=cfg.seed, drop_last=False)
+        # Random work units, random rows inside windows of units, one stream of windows per worker: each unit of
+        # the cache is read once per epoch (pipeline.sampling). Decoded video has no units: every clip is its
+        # own group and the order is a plain permutation.
+        groups = dataset.units if isinstance(dataset, CachedClips) else np.arange(len(dataset))
+        window = 2 * batch_size
+        if isinstance(dataset, CachedClips):
+            dataset.cached_rows = 2 * window  # the window being read and the next one
+        batches = WindowSampler(groups, batch_size=batch_size, seed=seed, window_rows=window, streams=workers,
+                                     world_size=ctx.world_size, rank=ctx.rank)
+        options: dict[str, Any] = {"batch_sampler": batches}
     else:
         # Evaluation: every sample exactly once over all ranks (no padding duplicates that would skew metrics).
-        sampler = list(range(ctx.rank, len(dataset), ctx.world_size))
+        options = {"sampler": list(range(ctx.rank, len(dataset), ctx.world_size)), "batch_size": per_rank}
     return DataLoader(
         dataset,
-        batch_size=per_rank,
-        sampler=sampler,
-        num_workers=cfg.workers,
+        **options,
+        num_workers=workers,
         pin_memory=ctx.device.type == "cuda",
-        drop_last=False,
-        generator=torch.Generator().manual_seed(cfg.seed),  # worker seeding must not draw from the global RNG
+        generator=torch.Generator().manual_seed(seed),  # worker seeding must not draw from the global RNG
         persistent_workers=False,  # workers are re-forked each epoch, so they see the dataset's new epoch
     )
 
@@ -286,7 +296,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
 
 def _run_epoch(run: _Run, *, epoch: int, log: RunLog, bar: ProgressBar) -> bool:
     """Train one epoch and validate; update the run's record and best score; True when validation improved."""
-    run.train_loader.sampler.set_epoch(epoch)
+    run.train_loader.batch_sampler.set_epoch(epoch)
     run.train_set.set_epoch(epoch)
     train_metrics, run.global_step = _train_epoch(
         model=run.model, loader=run.train_loader, optimizer=run.optimizer, scheduler=run.scheduler, cfg=run.cfg,
@@ -375,8 +385,9 @@ def _set_up(cfg: TrainConfig, *, resume: bool) -> _Run:
     if ctx.distributed:
         model = nn.parallel.DistributedDataParallel(classifier, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
     optimizer = build_optimizer(param_groups=param_groups, cfg=cfg)
-    train_loader = _make_loader(dataset=train_set, cfg=cfg, ctx=ctx, shuffle=True)
-    val_loader = _make_loader(dataset=val_set, cfg=cfg, ctx=ctx, shuffle=False) if val_set is not None else None
+    loader_options = {"batch_size": cfg.batch_size, "seed": cfg.seed, "workers": cfg.workers, "ctx": ctx}
+    train_loader = make_loader(train_set, **loader_options, shuffle=True)
+    val_loader = make_loader(val_set, **loader_options, shuffle=False) if val_set is not None else None
     scheduler = build_scheduler(optimizer=optimizer, cfg=cfg, steps_per_epoch=len(train_loader))
     run = _Run(cfg=cfg, ctx=ctx, meta=meta, model_cfg=model_cfg, star=star, backbone=backbone, model=model,
                frozen_stages=frozen_stages, optimizer=optimizer, scheduler=scheduler, train_set=train_set,

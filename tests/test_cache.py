@@ -101,7 +101,7 @@ def test_create_then_open_has_the_layout(tmp_path):
     assert group["local"].shape == (10, 4, 256, 14, 14) and group["local"].dtype == np.float16
     assert group["global"].shape == (10, 4, 512, 7, 7)
     assert group["heatmaps"].shape == (10, 4, 10, 14, 14) and group["joints"].shape == (10, 4, 2, 5, 3)
-    assert group["local"].chunks == (1, 4, 256, 14, 14) and group["local"].shards == (4, 4, 256, 14, 14)
+    assert group["local"].chunks == (4, 4, 256, 14, 14) and group["local"].shards is None  # one chunk per work unit
     with pytest.raises(StarError, match="no split 'xview'"):
         reader.split("xview")
 

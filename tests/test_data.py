@@ -129,9 +129,9 @@ def test_cached_clips_reads_only_done_samples_of_the_split(toy_cache):
     item = train[0]
     assert item["local"].shape == (4, 256, 4, 4) and item["global"].shape == (4, 512, 2, 2)
     assert item["heatmaps"].shape == (4, 5, 4, 4) and item["joints"].shape == (4, 5, 3)
-    assert item["local"].dtype == torch.float32 and item["label"].dtype == torch.int64
-    stored = toy_cache.read(int(train.rows[0]))
-    assert torch.equal(item["global"], torch.from_numpy(stored["global"]))
+    assert item["local"].dtype == torch.float16 and item["joints"].dtype == torch.float32 and item["label"].dtype == torch.int64
+    stored = toy_cache.read(int(train.rows[0]))  # float32, the same values
+    assert torch.equal(item["global"].float(), torch.from_numpy(stored["global"]))
     assert int(item["label"]) == stored["label"]
 
 
@@ -148,7 +148,7 @@ def test_preloaded_and_subset_clips_equal_the_read_ones(toy_cache, monkeypatch):
             a, b = subset[i], read[int(np.flatnonzero(read.rows == row)[0])]
             assert all(torch.equal(a[key], b[key]) for key in a)
     monkeypatch.setattr(os, "sysconf", lambda name: {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 64}[name])  # a 256 KiB machine
-    with pytest.raises(StarError, match="preloading 17 cached samples needs 2 MiB, more than half of this machine.s 0 MiB: train with --no-preload"):
+    with pytest.raises(StarError, match="preloading 17 cached samples needs 1 MiB, more than half of this machine.s 0 MiB: train with --no-preload"):
         CachedClips(path=toy_cache.path, split_name=split, preload=True)
 
 
@@ -259,9 +259,9 @@ def test_video_clips_reproduce_the_cached_clip(tmp_path):
             local, global_, heatmaps, joints = star.inputs_from_video(from_video["video"][None], from_video["joints"][None], backbone=backbone)
             logits_cache = model({k: v[None] for k, v in from_cache.items()})
             logits_video = model({k: v[None] for k, v in from_video.items()})
-        torch.testing.assert_close(local[0], from_cache["local"], atol=2e-3, rtol=2e-3)
-        torch.testing.assert_close(global_[0], from_cache["global"], atol=2e-3, rtol=2e-3)
-        torch.testing.assert_close(heatmaps[0], from_cache["heatmaps"], atol=1e-3, rtol=0)
+        torch.testing.assert_close(local[0], from_cache["local"].float(), atol=2e-3, rtol=2e-3)
+        torch.testing.assert_close(global_[0], from_cache["global"].float(), atol=2e-3, rtol=2e-3)
+        torch.testing.assert_close(heatmaps[0], from_cache["heatmaps"].float(), atol=1e-3, rtol=0)
         torch.testing.assert_close(joints[0], from_cache["joints"])
         torch.testing.assert_close(logits_video, logits_cache, atol=1e-4, rtol=1e-4)
 

@@ -1,5 +1,5 @@
 """Data-parallel training: `torchrun` with 2 gloo processes on CPU reproduces single-process
-training on the same global batch (DistributedSampler shards, DDP averages the two half-batch gradients),
+training on the same global batch (each rank takes its slice of every global batch, DDP averages the two half-batch gradients),
 and only rank 0 writes the run directory."""
 
 from __future__ import annotations
