@@ -210,6 +210,7 @@ def train(
     decoder: Annotated[Optional[str], _Opt(help="Decoder layer kind FF, FZ or FB (Table 4).")] = None,
     norm: Annotated[Optional[str], _Opt(help="Layer norm placement: pre (default) or post (eq. 11-14 literally).")] = None,
     temporal_embedding: Annotated[Optional[bool], _Opt("--temporal-embedding/--no-temporal-embedding", help="Learned per-frame embedding (default: on).")] = None,
+    modality: Annotated[Optional[str], _Opt(help="Inputs the model sees: both (STAR, default), rgb (frames only) or pose (skeleton only).")] = None,
     end_to_end: Annotated[Optional[bool], _Opt("--end-to-end/--cached", help="Fine-tune MC3-18 too, decoding video.")] = None,
     index: Annotated[Optional[str], _Opt(help="End-to-end: annotation index (default: next to the cache).")] = None,
     init: Annotated[Optional[str], _Opt(help="End-to-end: cache-stage checkpoint to start from.")] = None,
@@ -222,7 +223,7 @@ def train(
     from pipeline.train import format_result, run_training
 
     model = {k: v for k, v in dict(dim=dim, depth=depth, heads=heads, dropout=dropout, attention_dropout=attention_dropout, encoder=encoder, decoder=decoder,
-                                   norm=norm, temporal_embedding=temporal_embedding).items() if v is not None}
+                                   norm=norm, temporal_embedding=temporal_embedding, modality=modality).items() if v is not None}
     overrides = dict(
         cache=from_cache, out=out, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, scheduler=scheduler,
         momentum=momentum, weight_decay=weight_decay, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing,

@@ -28,12 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from benchmarks.crossmodal import SECTION as CROSSMODAL_SECTION
 from benchmarks.learning import SECTION as LEARNING_SECTION
 
 HERE = Path(__file__).resolve().parent
-# learning.py trains 45 models (about an hour on 2 CPU cores): it runs on its own and writes its own section of
-# RESULTS.md, which this runner keeps when it rewrites the file.
-NOT_BENCHMARKS = {"__init__", "__main__", "learning"}
+# learning.py and crossmodal.py train tens of models (an hour, and half of one, on 2 CPU cores): they run on their
+# own and write their own sections of RESULTS.md, which this runner keeps when it rewrites the file.
+NOT_BENCHMARKS = {"__init__", "__main__", "learning", "crossmodal"}
+KEPT_SECTIONS = (LEARNING_SECTION, CROSSMODAL_SECTION)
 
 
 @dataclass(frozen=True)
@@ -178,7 +180,7 @@ def train_figures(output: str) -> list[Figure]:
 BENCHMARKS: dict[str, Benchmark] = {
     "attention": Benchmark(args=("--sweep", "--reps", "3"), quick_args=("--scale", "small", "--reps", "1"), figures=attention_figures),
     "index": Benchmark(args=(), quick_args=("--files", "30", "--samples-per-class", "1"), figures=index_figures),
-    "extract": Benchmark(args=("--json",), quick_args=("--clips", "2", "--scales", "32:4", "--reps", "1", "--rss-clips", "2", "4", "--json"),
+    "extract": Benchmark(args=("--json",), quick_args=("--clips", "2", "--scales", "32:4:3", "--reps", "1", "--rss-clips", "2", "4", "--json"),
                          figures=extract_figures),
     "cache_size": Benchmark(args=(), quick_args=("--clips", "1", "--frames", "4", "--size", "32"), figures=cache_size_figures),
     "train": Benchmark(args=("--json",), quick_args=("--part", "loader", "--scales", "32:4", "--steps", "2", "--reps", "1", "--json"),
@@ -288,7 +290,8 @@ def write_results(runs: list[Run], *, out: Path, quick: bool, machine_info: dict
         lines += [f"### {run.name}", "", f"`{run.command}` (from the repository root; exit {run.exit_code}, {run.seconds:.0f} s)",
                   "", "```text", run.output.rstrip(), "```", ""]
     previous = out.read_text() if out.is_file() else ""
-    kept = previous[previous.find(LEARNING_SECTION):] if LEARNING_SECTION in previous else ""
+    starts = [previous.find(section) for section in KEPT_SECTIONS if section in previous]
+    kept = previous[min(starts):] if starts else ""
     out.write_text("\n".join(lines) + ("\n" + kept if kept else ""))
     return out
 

@@ -8,7 +8,7 @@
 (b) bytes per clip on disk, float16 (lossless zstd) and 8-bit;
 (c) peak RSS of an extraction of 10 vs. 100 clips (a fresh process each).
 
-    python -m benchmarks.extract [--clips 12] [--reps 3] [--scales 64:8 112:16 224:16] [--rss-clips 10 100]
+    python -m benchmarks.extract [--clips 12] [--reps 3] [--scales 64:8:48 112:16:16 224:16] [--rss-clips 10 100]
 """
 
 from __future__ import annotations
@@ -123,17 +123,19 @@ def peak_rss(root: Path, work: Path, clips: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=12, help="clips per throughput measurement")
-    parser.add_argument("--scales", nargs="+", default=["64:8", "112:16", "224:16"], metavar="SIZE:FRAMES",
-                        help="input size and frames per clip of each throughput measurement (64:8 is the demo's)")
+    parser.add_argument("--scales", nargs="+", default=["64:8:48", "112:16:16", "224:16"], metavar="SIZE:FRAMES[:CLIPS]",
+                        help="input size, frames per clip and clips (default --clips) of each throughput measurement; "
+                             "64:8 is the demo's")
     parser.add_argument("--reps", type=int, default=3, help="side-by-side repetitions of bound and pipeline")
     parser.add_argument("--rss-clips", type=int, nargs=2, default=[10, 100], help="0 0 skips the RSS part")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        root = make_dataset(work / "ntu", max(args.clips, *args.rss_clips))
-        scales = [tuple(int(x) for x in scale.split(":")) for scale in args.scales]
-        results = {"throughput": [throughput(root, work, args.clips, size, frames, args.reps) for size, frames in scales],
+        most = max([args.clips, *args.rss_clips] + [int(scale.split(":")[2]) for scale in args.scales if scale.count(":") == 2])
+        root = make_dataset(work / "ntu", most)
+        scales = [[int(x) for x in scale.split(":")] + [args.clips] for scale in args.scales]  # CLIPS defaults to --clips
+        results = {"throughput": [throughput(root, work, clips, size, frames, args.reps) for size, frames, clips, *_ in scales],
                    "threads": torch.get_num_threads(), "load_average": os.getloadavg()[0]}
         results["peak_rss_mib"] = {str(n): peak_rss(root, work, n) for n in args.rss_clips if n > 0}
     if args.json:

@@ -141,12 +141,12 @@ def machine_line(device: str) -> str:
             f"python {platform.python_version()}")
 
 
-def write_section(lines: list[str], *, out: Path) -> None:
-    """Replace (or append) the learning section of RESULTS.md, leaving the rest of the file as it is."""
+def write_section(lines: list[str], *, out: Path, section: str = SECTION) -> None:
+    """Replace (or append) `section` of RESULTS.md (its first line is the heading), leaving the rest as it is."""
     text = out.read_text() if out.is_file() else "# Benchmark results\n"
-    start = text.find(SECTION)
+    start = text.find(section)
     if start >= 0:
-        end = text.find("\n## ", start + len(SECTION))
+        end = text.find("\n## ", start + len(section))
         text = text[:start].rstrip("\n") + ("\n\n" + text[end + 1:] if end >= 0 else "")
     out.write_text(text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n")
 

@@ -11,8 +11,9 @@ Per-frame scores: the prediction reads the mean of all class tokens over all fra
 rows of those class tokens; since that average is linear, we propagate one averaged row vector
 r <- r A_hat from the last module down to the first instead of forming R (O((TS)^2) per module
 instead of O((TS)^3)). The entries of r for the input class tokens are dropped (they are the same
-learned vectors in every frame and carry no frame content); the rest (grid and joint tokens) are summed
-per frame and normalised, giving (B, T) scores that sum to 1 per clip.
+learned vectors in every frame and carry no frame content); the rest (grid and joint tokens), normalised
+to sum to 1 per clip, is `token_rollout` (B, T, S): where the prediction draws its evidence, e.g. the grid
+against the hand's joint tokens. Summed per frame it gives `attention_rollout`'s (B, T) frame scores.
 
 The normal forward path is untouched: weights are computed only here, by forward hooks that call each
 module's explicit `attention_matrix` on the input the module actually received. Memory: one
@@ -38,8 +39,9 @@ def _residual_attention(module: nn.Module, x: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def attention_rollout(model: STAR, local: Tensor, global_: Tensor, heatmaps: Tensor, joints: Tensor) -> Tensor:
-    """Relative frame importance (B, T), each row summing to 1, for the same inputs as `STAR.forward`."""
+def token_rollout(model: STAR, local: Tensor, global_: Tensor, heatmaps: Tensor, joints: Tensor) -> Tensor:
+    """Relevance of every input content token (B, T, S), class tokens 0, summing to 1 per clip; same inputs as
+    `STAR.forward`. Token s of a frame is laid out as `model.aggregator` orders it (grid, then joint tokens)."""
     rolled: list[Tensor] = []
     hooks = [
         module.register_forward_hook(lambda module, args, output: rolled.append(_residual_attention(module, args[0])))
@@ -56,7 +58,7 @@ def attention_rollout(model: STAR, local: Tensor, global_: Tensor, heatmaps: Ten
         model.train(was_training)
 
     batch, frames = global_.shape[:2]
-    grid_tokens = global_.shape[-2] * global_.shape[-1]
+    grid_tokens = model.aggregator.grid_tokens(global_.shape[-2:])
     tokens = model.aggregator.tokens_per_frame(grid_tokens=grid_tokens)
     is_class = torch.zeros(frames, tokens, dtype=torch.bool, device=global_.device)
     is_class[:, model.class_token_positions(grid_tokens=grid_tokens)] = True  # (T, S)
@@ -66,5 +68,9 @@ def attention_rollout(model: STAR, local: Tensor, global_: Tensor, heatmaps: Ten
     for attention in reversed(rolled):  # r A_n ... A_1 = averaged class rows of A_n ... A_1
         row = torch.bmm(row.unsqueeze(1), attention).squeeze(1)  # (B, TS)
     content = row.view(batch, frames, tokens).masked_fill(is_class, 0.0)  # (B, T, S): grid + joint tokens only
-    per_frame = content.sum(dim=-1)  # (B, T)
-    return per_frame / per_frame.sum(dim=-1, keepdim=True)
+    return content / content.sum(dim=(1, 2), keepdim=True)
+
+
+def attention_rollout(model: STAR, local: Tensor, global_: Tensor, heatmaps: Tensor, joints: Tensor) -> Tensor:
+    """Relative frame importance (B, T), each row summing to 1, for the same inputs as `STAR.forward`."""
+    return token_rollout(model, local, global_, heatmaps, joints).sum(dim=-1)

@@ -54,6 +54,7 @@ from model.attention import attention_flops
 from model.backbone import MC3_18Backbone
 from model.tokens import (
     JOINT_POSITIONS,
+    MODALITIES,
     TokenAggregator,
     joint_heatmaps,
     joints_to_cells,
@@ -88,6 +89,7 @@ class ModelConfig:
     temporal_embedding: bool = True  # learned per-frame embedding
     joint_position: str = "fourier"  # "linear": a Linear of the raw (x, y, confidence)
     frames: int = 16  # T of the clips (the temporal embedding's length; the trainer takes it from the cache)
+    modality: str = "both"  # "rgb": frames only (GG tokens); "pose": skeleton only (joint positions)
 
     def __post_init__(self) -> None:
         for name in ("num_classes", "persons", "num_joints", "dim", "depth", "heads", "local_channels", "global_channels", "frames"):
@@ -95,7 +97,8 @@ class ModelConfig:
                 raise ValueError(f"model option {name} must be a positive integer, got {getattr(self, name)}.")
         if self.dim % self.heads:
             raise ValueError(f"model width dim={self.dim} is not divisible by heads={self.heads}.")
-        choices = {"encoder": LAYER_KINDS, "decoder": LAYER_KINDS, "norm": NORMS, "init": INITS, "joint_position": JOINT_POSITIONS}
+        choices = {"encoder": LAYER_KINDS, "decoder": LAYER_KINDS, "norm": NORMS, "init": INITS, "joint_position": JOINT_POSITIONS,
+                   "modality": MODALITIES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"model option {name}={getattr(self, name)!r} is not one of {', '.join(allowed)}.")
@@ -115,7 +118,7 @@ def _vit_init(module: nn.Module) -> None:
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=0.02)
         nn.init.zeros_(module.bias)
-    if isinstance(module, TokenAggregator):
+    if isinstance(module, TokenAggregator) and module.joint_tokens:
         nn.init.trunc_normal_(module.joint_embed, std=0.02)
 
 
@@ -146,6 +149,7 @@ class STAR(nn.Module):
         temporal_embedding: bool,
         frames: int,
         joint_position: str,
+        modality: str,
     ) -> None:
         super().__init__()
         self.joint_tokens = persons * num_joints  # N
@@ -162,6 +166,7 @@ class STAR(nn.Module):
             token_norm=token_norm,
             frames=frames if temporal_embedding else None,
             joint_position=joint_position,
+            modality=modality,
         )
         stage = dict(depth=depth, dim=dim, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout, norm=norm,
                      attention_dropout=attention_dropout)
@@ -198,7 +203,7 @@ class STAR(nn.Module):
         self._check_inputs(local, global_, heatmaps, joints)
         z = self.aggregator(local, global_, heatmaps, joints)  # (B, T, S, D), eq. (1)-(4)
         z = self.norm(self.decoder(self.encoder(z)))  # (B, T, S, D), eq. (11)-(14) per layer
-        grid_tokens = global_.shape[-2] * global_.shape[-1]
+        grid_tokens = self.aggregator.grid_tokens(global_.shape[-2:])
         cls = z[:, :, self.class_token_positions(grid_tokens=grid_tokens)]  # (B, T, K, D)
         # "The multi-class tokens output by STAR-transformer are combined into a single class token by averaging."
         return cls.mean(dim=(1, 2))  # (B, D)
@@ -241,7 +246,7 @@ def model_summary(cfg: ModelConfig, *, size: int) -> dict:
         raise ValueError(f"ZAttn/BAttn split the frames into two equal groups: frames must be even, got {frames}.")
     model = build_model(cfg)
     local_side, grid_side = size // MC3_18Backbone.local_stride, size // MC3_18Backbone.global_stride
-    grid = grid_side * grid_side
+    grid = model.aggregator.grid_tokens((grid_side, grid_side))
     tokens = model.aggregator.tokens_per_frame(grid_tokens=grid)
     flops: dict[str, dict[str, int]] = {}
     for stage_name, kind in (("encoder", cfg.encoder), ("decoder", cfg.decoder)):
@@ -253,8 +258,8 @@ def model_summary(cfg: ModelConfig, *, size: int) -> dict:
         "input": {"frames": frames, "size": size, "local_map": local_side, "global_map": grid_side},
         "tokens": {
             "grid_per_frame": grid,
-            "joints_per_frame": cfg.persons * cfg.num_joints,
-            "class_per_frame": tokens - grid - cfg.persons * cfg.num_joints,
+            "joints_per_frame": model.aggregator.joint_tokens,
+            "class_per_frame": tokens - grid - model.aggregator.joint_tokens,
             "per_frame": tokens,
             "per_clip": frames * tokens,
         },

@@ -26,6 +26,12 @@ Choices where the paper is silent:
   S = P + N + 3. `multi_class=False` is Table 3's single-class ablation: [CLS, g_1..g_P, j_1..j_N],
   S = P + N + 1. GG tokens get no position information (eq. 2 adds none).
 
+Modalities (`modality`), for measuring what each input brings; "both" is STAR:
+- "rgb": GG tokens and the class tokens only; no JM tokens (the skeleton is not used at all).
+- "pose": JM tokens from the joint positions alone (`pos`: slot embedding + position projection, no pooled
+  local features) and the class tokens; no GG tokens (the frames are not used at all).
+The token layout keeps its order with the absent part left out, so class token positions follow from the counts.
+
 Two additions the paper does not have, each one option away from its literal form:
 - `token_norm`: a LayerNorm on the projected GG tokens and on the projected JM tokens (before `pos` is
   added). Backbone maps and heat-map sums differ in scale by orders of magnitude between clips and
@@ -68,6 +74,7 @@ def joint_heatmaps(joints: Tensor, *, size: tuple[int, int], sigma: float) -> Te
 
 
 JOINT_POSITIONS = ("fourier", "linear")
+MODALITIES = ("both", "rgb", "pose")
 FOURIER_MAX_CYCLES = 8.0  # highest frequency: 8 cycles (16 pi rad) per map width
 
 
@@ -103,37 +110,57 @@ class TokenAggregator(nn.Module):
         token_norm: bool = False,
         frames: int | None = None,
         joint_position: str = "fourier",
+        modality: str = "both",
     ) -> None:
         super().__init__()
         if joint_position not in JOINT_POSITIONS:
             raise ValueError(f"joint_position={joint_position!r} is not a joint position encoding; use one of {JOINT_POSITIONS}.")
-        self.joint_tokens = persons * num_joints  # N
+        if modality not in MODALITIES:
+            raise ValueError(f"modality={modality!r} is not one of {', '.join(MODALITIES)}.")
+        self.modality = modality
+        self.uses_grid = modality != "pose"  # GG tokens from the frames
+        self.uses_maps = modality == "both"  # JM tokens pool the local maps (eq. 1)
+        self.joint_tokens = persons * num_joints if modality != "rgb" else 0  # N JM tokens per frame
         self.multi_class = multi_class
-        self.grid_proj = nn.Linear(global_channels, dim)  # GG tokens, C -> D
-        self.joint_proj = nn.Linear(local_channels, dim)  # JM tokens, C' -> D
-        self.grid_norm = nn.LayerNorm(dim) if token_norm else nn.Identity()
-        self.joint_norm = nn.LayerNorm(dim) if token_norm else nn.Identity()
+        if self.uses_grid:
+            self.grid_proj = nn.Linear(global_channels, dim)  # GG tokens, C -> D
+            self.grid_norm = nn.LayerNorm(dim) if token_norm else nn.Identity()
+        if self.uses_maps:
+            self.joint_proj = nn.Linear(local_channels, dim)  # JM tokens, C' -> D
+            self.joint_norm = nn.LayerNorm(dim) if token_norm else nn.Identity()
         # Learned temporal embedding, one row per frame index (None: the paper's frame-order-blind tokens).
         self.frame_embed = nn.Parameter(torch.zeros(frames, dim)) if frames else None
-        self.joint_embed = nn.Parameter(torch.zeros(self.joint_tokens, dim))  # pos: one vector per (person, joint)
-        # pos: position features -> D; Fourier: 4F sin/cos features + confidence, linear: (x/w', y/h', confidence)
         self.frequencies = max(dim // 4, 1) if joint_position == "fourier" else 0
-        self.position_proj = nn.Linear(4 * self.frequencies + 1 if self.frequencies else 3, dim)
+        if self.joint_tokens:
+            self.joint_embed = nn.Parameter(torch.zeros(self.joint_tokens, dim))  # pos: one vector per (person, joint)
+            # pos: position features -> D; Fourier: 4F sin/cos features + confidence, linear: (x/w', y/h', confidence)
+            self.position_proj = nn.Linear(4 * self.frequencies + 1 if self.frequencies else 3, dim)
+            # The joint slot embedding starts at unit scale, like nn.Embedding and like the normalised tokens it is
+            # added to (at std 0.02 the joints are nearly anonymous at first).
+            nn.init.normal_(self.joint_embed, std=1.0)
         # Rows: CLS_glob, CLS_joint, CLS_total (multi-class) or the single CLS (ablation).
         self.class_tokens = nn.Parameter(torch.zeros(3 if multi_class else 1, dim))
-        # The joint slot embedding starts at unit scale, like nn.Embedding and like the normalised tokens it is
-        # added to (at std 0.02 the joints are nearly anonymous at first); the class tokens and the temporal
-        # embedding start small, as in ViT (a unit-scale random per-frame vector drowns the content: measured).
-        nn.init.normal_(self.joint_embed, std=1.0)
+        # The class tokens and the temporal embedding start small, as in ViT (a unit-scale random per-frame vector
+        # drowns the content: measured).
         for embedding in (self.class_tokens, self.frame_embed):
             if embedding is not None:
                 nn.init.trunc_normal_(embedding, std=0.02)
 
+    def grid_tokens(self, global_hw: tuple[int, int]) -> int:
+        """P, the GG tokens per frame for a global map of h x w (0 without the frames)."""
+        return global_hw[0] * global_hw[1] if self.uses_grid else 0
+
     def class_token_positions(self, *, grid_tokens: int) -> list[int]:
-        """Indices of the class tokens within one frame's S tokens."""
+        """Indices of the class tokens within one frame's S tokens (P = grid_tokens, see `grid_tokens`)."""
         if self.multi_class:
             return [0, grid_tokens + 1, grid_tokens + self.joint_tokens + 2]
         return [0]
+
+    def content_slices(self, *, grid_tokens: int) -> tuple[slice, slice]:
+        """(GG tokens, JM tokens) positions within one frame's S tokens; empty slices for an absent part."""
+        grid = slice(1, 1 + grid_tokens)  # after CLS_glob (or the single CLS)
+        first_joint = grid.stop + (1 if self.multi_class else 0)  # after CLS_joint
+        return grid, slice(first_joint, first_joint + self.joint_tokens)
 
     def tokens_per_frame(self, *, grid_tokens: int) -> int:
         """S = P + N + number of class tokens."""
@@ -156,10 +183,15 @@ class TokenAggregator(nn.Module):
                 f"T={frames}; sample {len(self.frame_embed)} frames per clip (or train a model for T={frames})."
             )
         map_h, map_w = heatmaps.shape[-2:]
-        grid = self.grid_norm(self.grid_proj(global_.flatten(3).transpose(2, 3)))  # (B, T, P, D), P = h*w
-        joint = self.joint_norm(self.joint_proj(joint_map_tokens(local, heatmaps)))  # (B, T, N, D), eq. (1)
-        position = self.position_proj(self._position_features(joints, map_hw=(map_h, map_w)))  # (B, T, N, D)
-        joint = joint + self.joint_embed + position  # eq. (3): T_j + pos
+        empty = global_.new_zeros(batch, frames, 0, self.class_tokens.shape[-1])  # (B, T, 0, D): a part left out
+        grid = self.grid_norm(self.grid_proj(global_.flatten(3).transpose(2, 3))) if self.uses_grid else empty  # (B, T, P, D)
+        joint = empty
+        if self.joint_tokens:
+            position = self.position_proj(self._position_features(joints, map_hw=(map_h, map_w)))  # (B, T, N, D)
+            if self.uses_maps:  # eq. (1), (3): T_j + pos
+                joint = self.joint_norm(self.joint_proj(joint_map_tokens(local, heatmaps))) + self.joint_embed + position
+            else:  # pos alone
+                joint = self.joint_embed + position
         cls = self.class_tokens.expand(batch, frames, -1, -1)  # (B, T, K, D): one copy per frame
         if self.multi_class:
             # eq. (2)-(4): [CLS_glob, T_g] + [CLS_joint, T_j + pos] + [CLS_total]

@@ -325,6 +325,7 @@ def evaluate_checkpoint(
         "split": split_name,
         "epoch": state.get("epoch"),
         "stage": state.get("stage", "cache"),
+        "modality": state["model_config"].get("modality", "both"),
     }
     target = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"eval-{split_name}"
     files = write_report_files(report, out_dir=target, meta=info)
@@ -335,7 +336,8 @@ def format_evaluation(result: EvaluationResult) -> str:
     """Human-readable summary: headline metrics, then the per-class table."""
     report = result.report
     lines = [
-        f"{result.meta['checkpoint']} on {result.meta['split']} ({report.num_samples} clips, {len(report.per_class)} classes present)",
+        f"{result.meta['checkpoint']} on {result.meta['split']} ({report.num_samples} clips, {len(report.per_class)} classes present; "
+        f"model inputs: {result.meta['modality']})",
         f"  top-1 {report.top1:.2%}   top-5 {report.top5:.2%}   mean per-class accuracy {report.mean_class_accuracy:.2%}   loss {report.loss:.4f}",
         f"  {'class':<40} {'support':>7} {'accuracy':>9} {'precision':>9}",
     ]

@@ -5,6 +5,9 @@ with the checkpoint's frames, size and crop; the backbone that made the training
 checkpoint's fingerprint; `STAR.inputs_from_video`), then `model.rollout.attention_rollout` gives T scores that sum
 to 1. The same inputs give the class probabilities, so the JSON says what the model predicted beside why.
 
+The rollout also says where the evidence comes from: its share on the grid (GG) tokens against the joint (JM)
+tokens, and the joints with the largest shares (for a hand-held object, the hand's joint tokens).
+
 `compare` adds a second checkpoint, typically the FAttn-only model (Table 4's FF/FF), to draw the two side by side
 as in Fig. 6 (a) vs. (b)/(c). Both models must have been trained on features of the same extraction settings
 (fingerprint): they then see exactly the same T frames, decoded once, and one backbone pass serves both.
@@ -26,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.rollout import attention_rollout
+from model.rollout import token_rollout
 from pipeline.checkpoints import load_trained_model, read_checkpoint
 from pipeline.clips import ClipSpec
 from pipeline.datasets.layouts import BUILTIN_LAYOUTS, JointLayout, layout_from_spec
@@ -50,6 +53,9 @@ class ModelImportance:
     label: str  # how the figure names the model
     scores: list[float]  # (T,), sum 1
     top: list[ClassScore]  # best first
+    grid_share: float  # share of the rollout on the grid (GG) tokens, all frames
+    joint_share: float  # share on the joint (JM) tokens; grid_share + joint_share = 1
+    top_joints: list[tuple[str, float]]  # joints with the largest shares, persons and frames summed
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,9 @@ class Explanation:
             lines.append(f"  {model.label}: predicts {best.class_name} ({best.probability:.1%}); top-3 frames "
                          + ", ".join(f"{t + 1} (#{self.frame_indices[t]}, {model.scores[t]:.3f})" for t in order))
             lines.append("    scores " + " ".join(f"{score:.3f}" for score in model.scores))
+            joints = ", ".join(f"{name} {share:.0%}" for name, share in model.top_joints)
+            lines.append(f"    evidence: grid tokens {model.grid_share:.0%}, joint tokens {model.joint_share:.0%}"
+                         + (f" (most: {joints})" if joints else ""))
         lines += [f"  {name}: {path}" for name, path in self.files.items()]
         return "\n".join(lines)
 
@@ -87,9 +96,10 @@ def drawing_bones(layout: JointLayout) -> tuple[tuple[int, int], ...]:
 def model_label(model_config: dict[str, Any]) -> tuple[str, str]:
     """("FZ/FB", "STAR (FZ/FB)") or ("FF/FF", "FAttn only (FF/FF)") from a checkpoint's model config."""
     attention = f"{model_config['encoder']}/{model_config['decoder']}"
+    inputs = {"rgb": ", frames only", "pose": ", skeleton only"}.get(model_config.get("modality", "both"), "")
     if attention == "FF/FF":
-        return attention, "FAttn only (FF/FF)"
-    return attention, f"STAR ({attention})"
+        return attention, f"FAttn only (FF/FF{inputs})"
+    return attention, f"STAR ({attention}{inputs})"
 
 
 @torch.no_grad()
@@ -136,7 +146,12 @@ def explain(
         if inputs is None or state.get("stage") == "end_to_end":
             # A frozen backbone is the same for every model of this fingerprint; a fine-tuned one is the model's own.
             inputs = classifier.star.inputs_from_video(video_batch, joints_batch, backbone=classifier.backbone)
-        scores = attention_rollout(classifier.star, *inputs)[0].cpu()  # (T,)
+        relevance = token_rollout(classifier.star, *inputs)[0].cpu()  # (T, S)
+        scores = relevance.sum(dim=-1)  # (T,)
+        grid, joint = classifier.star.aggregator.content_slices(grid_tokens=classifier.star.aggregator.grid_tokens(inputs[1].shape[-2:]))
+        per_joint = relevance[:, joint].sum(dim=0)  # (N,) = persons x joints, person-major
+        per_joint = per_joint.view(-1, len(layout.joint_names)).sum(dim=0) if per_joint.numel() else per_joint  # (J,)
+        strongest = per_joint.argsort(descending=True)[:3].tolist()
         probabilities = classifier.star(*inputs).float().softmax(dim=1)[0].cpu()
         values, indices = probabilities.topk(min(top_k, probabilities.numel()))
         names = list(state["class_names"])
@@ -144,6 +159,8 @@ def explain(
         models.append(ModelImportance(
             checkpoint=path, attention=attention, label=label, scores=[float(s) for s in scores],
             top=[ClassScore(class_id=int(i), class_name=names[int(i)], probability=float(p)) for p, i in zip(values, indices)],
+            grid_share=float(relevance[:, grid].sum()), joint_share=float(relevance[:, joint].sum()),
+            top_joints=[(layout.joint_names[j], float(per_joint[j])) for j in strongest],
         ))
 
     out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"explain-{Path(video).stem}"

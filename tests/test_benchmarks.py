@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.__main__ import BENCHMARKS, discover
+from benchmarks.__main__ import BENCHMARKS, discover, machine, write_results
+from benchmarks.crossmodal import SECTION as CROSSMODAL_SECTION
 from benchmarks.learning import SECTION as LEARNING_SECTION
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,3 +42,22 @@ def test_learning_benchmark_quick_mode_writes_its_section(tmp_path):
     runs = json.loads((tmp_path / "runs.json").read_text())["results"]
     assert {run["variant"] for run in runs} == {"default", "no temporal embedding"}
     assert all(0.0 <= run["top1"] <= 1.0 and run["clips"] > 0 for run in runs)
+
+
+def test_crossmodal_benchmark_quick_mode_writes_its_section_and_the_runner_keeps_it(tmp_path):
+    out = tmp_path / "RESULTS.md"
+    out.write_text(f"# earlier results\n\n{LEARNING_SECTION}\n\nkept\n")
+    result = _run("-m", "benchmarks.crossmodal", "--quick", "--workdir", str(tmp_path / "work"), "--out", str(out),
+                  "--json", str(tmp_path / "runs.json"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    text = out.read_text()
+    assert text.startswith("# earlier results") and LEARNING_SECTION in text and CROSSMODAL_SECTION in text
+    assert "`star explain` on the held-out clip" in text and "A001_rgb.avi (drink water)" in text
+    runs = json.loads((tmp_path / "runs.json").read_text())["results"]
+    assert sorted(run["modality"] for run in runs) == ["both", "pose", "rgb"]
+    classes = {name for run in runs for name in run["per_class"]}
+    assert {"drink water", "eat meal/snack", "brushing teeth", "clapping"} <= classes
+    sections = text[text.find(LEARNING_SECTION):]
+    write_results([], out=out, quick=True, machine_info=machine(), started="now", partial=True)  # the runner's rewrite
+    rewritten = out.read_text()
+    assert not rewritten.startswith("# earlier results") and rewritten.endswith(sections)  # both sections kept

@@ -226,3 +226,21 @@ def test_a_format_2_checkpoint_is_read_with_its_joint_count_renamed(trained, tmp
     a = evaluate_checkpoint(checkpoint=checkpoint, cache=cache, out_dir=tmp_path / "a", workers=0)
     b = evaluate_checkpoint(checkpoint=path, cache=cache, out_dir=tmp_path / "b", workers=0)
     assert a.report.top1 == b.report.top1 and a.report.confusion == b.report.confusion
+
+
+@pytest.mark.parametrize("modality", ["rgb", "pose"])
+def test_a_single_modality_model_is_trained_recorded_and_reported(trained, tmp_path, modality):
+    cache, _ = trained
+    run = tmp_path / modality
+    result = _star("train", "--from-cache", cache, "--out", run, "--epochs", 1, "--batch-size", 8, "--workers", 0,
+                   "--no-progress", "--dim", 32, "--depth", 1, "--heads", 2, "--modality", modality)
+    assert result.exit_code == 0, result.output
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert state["model_config"]["modality"] == modality
+    absent = "grid_proj" if modality == "pose" else "joint_proj"  # the unused input has no parameters at all
+    assert not any(absent in name for name in state["model"])
+    result = _star("evaluate", "--checkpoint", run / "last.pt", "--cache", cache, "--workers", 0)
+    assert result.exit_code == 0 and f"model inputs: {modality}" in result.output, result.output
+    assert json.loads((run / "eval-toy-xsub-test" / "report.json").read_text())["modality"] == modality
+    bad = _star("train", "--from-cache", cache, "--out", tmp_path / "bad", "--modality", "depth", "--no-progress")
+    assert bad.exit_code != 0 and "modality='depth' is not one of both, rgb, pose" in bad.output

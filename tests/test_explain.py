@@ -103,6 +103,13 @@ def test_explain_cli_json_matches_the_model(trained, tmp_path):
     np.testing.assert_allclose(model["scores"], scores.numpy(), rtol=1e-5, atol=1e-7)
     assert abs(sum(model["scores"]) - 1) < 1e-5
     assert np.std(model["scores"]) > 1e-3  # sharpened attention: not the uniform 1/T any model would give
+    assert abs(model["grid_share"] + model["joint_share"] - 1) < 1e-5 and 0 < model["grid_share"] < 1
+    shares = [share for _, share in model["top_joints"]]
+    assert len(shares) == 3 and shares == sorted(shares, reverse=True) and sum(shares) <= model["joint_share"] + 1e-6
+    assert all(name in NTU25.joint_names for name, _ in model["top_joints"])
+    assert "evidence: grid tokens" in CliRunner().invoke(app, ["explain", str(trained["video"]), "--pose", str(trained["pose"]),
+                                                              "--checkpoint", str(trained["star"]), "--out", str(tmp_path / "text"),
+                                                              "--device", "cpu"]).output
     top = probabilities.topk(len(model["top"]))
     assert [c["class_id"] for c in model["top"]] == top.indices.tolist()
     np.testing.assert_allclose([c["probability"] for c in model["top"]], top.values.numpy(), rtol=1e-5)

@@ -152,3 +152,26 @@ def test_aggregator_missing_joints_with_nan_coordinates_stay_finite():
     joint_row = 6 + 2 + 2  # P = 6, CLS_joint, then joint index 2
     expected = aggregator.joint_proj.bias + aggregator.joint_embed[2] + aggregator.position_proj.bias
     torch.testing.assert_close(z[0, 1, joint_row], expected)
+
+
+@pytest.mark.parametrize("modality", ["rgb", "pose"])
+def test_a_single_modality_sees_only_its_input(modality):
+    """rgb: GG + class tokens, blind to the skeleton; pose: joint-position tokens + class tokens, blind to the frames."""
+    torch.manual_seed(0)
+    aggregator = TokenAggregator(global_channels=16, local_channels=8, dim=12, persons=2, num_joints=3, modality=modality)
+    local, global_, heatmaps, joints = make_inputs()
+    z = aggregator(local, global_, heatmaps, joints)
+    grid = aggregator.grid_tokens(global_.shape[-2:])
+    assert (grid, aggregator.joint_tokens) == ((6, 0) if modality == "rgb" else (0, 6))
+    assert z.shape == (2, 4, grid + aggregator.joint_tokens + 3, 12)
+    assert aggregator.class_token_positions(grid_tokens=grid) == [0, grid + 1, grid + aggregator.joint_tokens + 2]
+    grid_part, joint_part = aggregator.content_slices(grid_tokens=grid)
+    assert (grid_part.stop - grid_part.start, joint_part.stop - joint_part.start) == (grid, aggregator.joint_tokens)
+    other_frames = (torch.rand_like(local), torch.rand_like(global_), heatmaps, joints)
+    other_pose = (local, global_, heatmaps.flip(-1), joints.flip(2))
+    seen, unseen = (other_frames, other_pose) if modality == "rgb" else (other_pose, other_frames)
+    assert torch.equal(aggregator(*unseen), z)  # the other input changes nothing
+    assert not torch.allclose(aggregator(*seen), z)
+    if modality == "pose":  # pos alone: the slot embedding plus the projected joint position
+        position = aggregator.position_proj(aggregator._position_features(joints, map_hw=(4, 6)))
+        torch.testing.assert_close(z[:, :, joint_part], aggregator.joint_embed + position)

@@ -21,6 +21,7 @@ from pipeline.synthetic.body import (
 from pipeline.synthetic.motions import (
     BASE_FRAMES,
     FPS,
+    HeldObject,
     Motion,
 )
 
@@ -133,6 +134,26 @@ def draw_people(image: np.ndarray, people: list[tuple[Body, np.ndarray, np.ndarr
             cv2.ellipse(image, centre, (radius, radius), 0, 180, 360, hair, -1, cv2.LINE_AA, SHIFT)
 
 
+def draw_held(image: np.ndarray, held: HeldObject, points: np.ndarray, pixels: np.ndarray, *, focal: float) -> None:
+    """Draw `held` over the right hand of one person: camera-space joints (25, 3) and their pixels (25, 2)."""
+    hand, tip = pixels[11], pixels[23]
+    scale = focal / points[11, 2]  # pixels per metre at the hand's depth
+    axis = tip - hand
+    axis = axis / max(float(np.linalg.norm(axis)), 1e-6)  # along the fingers
+    across = np.array([-axis[1], axis[0]])
+    length, width = held.length * scale, held.width * scale
+    if held.shape == "box":  # upright, centred on the hand
+        up, side = np.array([0.0, -1.0]), np.array([1.0, 0.0])
+        corners = [hand + a * 0.5 * length * up + b * 0.5 * width * side for a, b in ((-1, -1), (-1, 1), (1, 1), (1, -1))]
+    elif held.shape == "wedge":  # a triangle from the hand past the fingertips
+        corners = [hand - 0.5 * width * across, hand + 0.5 * width * across, hand + length * axis]
+    else:  # stick: from behind the hand past the tip
+        start, end = hand - 0.2 * length * axis, hand + 0.8 * length * axis
+        corners = [start - 0.5 * width * across, start + 0.5 * width * across, end + 0.5 * width * across, end - 0.5 * width * across]
+    polygon = np.round(np.array(corners) * (1 << SHIFT)).astype(np.int32)
+    cv2.fillConvexPoly(image, polygon, held.colour, cv2.LINE_AA, SHIFT)
+
+
 @dataclass
 class RenderedSample:
     frames: np.ndarray  # (T, H, W, 3) uint8 BGR
@@ -157,7 +178,7 @@ def render_sample(
     u = np.linspace(0.0, 1.0, frames)
     actors = motion(t, u, speed, rng)
     sway = rng.uniform(0.01, 0.03) * np.sin(2 * np.pi * rng.uniform(0.2, 0.5) * t + rng.uniform(0, 6.3))
-    points, bodies = [], []
+    points, bodies, held = [], [], []
     for actor in actors:
         body = make_body(subject + 1000 * actor.body_offset, seed=seed)
         actor.pose["shift_x"] = actor.pose["shift_x"] + sway
@@ -167,6 +188,7 @@ def render_sample(
         scene = place_in_scene(local, yaw_deg=yaw, position=actor.position)
         points.append(to_camera(scene, camera))
         bodies.append(body)
+        held.append(actor.held)
     camera_points = np.stack(points, axis=1)  # (T, persons, 25, 3)
     pixels = project(camera_points, focal=camera.focal, centre=camera.centre)  # (T, persons, 25, 2)
     # Quantise to the drawing grid so colorX/colorY are exactly where cv2 drew the joint.
@@ -185,6 +207,9 @@ def render_sample(
             [(bodies[p], camera_points[i, p], pixels[i, p]) for p in range(len(bodies))],
             focal=camera.focal,
         )
+        for p, thing in enumerate(held):
+            if thing is not None:
+                draw_held(image, thing, camera_points[i, p], pixels[i, p], focal=camera.focal)
         image = cv2.add(image, noise_bank[i % 4])
         video[i] = cv2.subtract(image, noise_bank[(i + 2) % 4])
     return RenderedSample(frames=video, camera_points=camera_points, pixels=pixels, tracking=tracking)
