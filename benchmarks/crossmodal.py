@@ -36,7 +36,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks.learning import _mean_std, _quoted, machine_line, write_section
+from benchmarks.learning import _mean_std, _quoted, finish, machine_line
 
 HERE = Path(__file__).resolve().parent
 SECTION = "## Cross-modal: frames, skeleton, both"
@@ -195,10 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         f"final epoch; seeds {', '.join(map(str, seeds))}; mean ± standard deviation.", "",
         *table, "", *checks, "", evidence, "",
     ]
-    write_section(section, out=args.out, section=SECTION)
-    if args.json:
-        args.json.write_text(json.dumps({"command": command, "started": started, "results": results}, indent=1) + "\n")
-    print(f"written: {args.out} ({SECTION[3:]})")
+    finish(section, out=args.out, section=SECTION, json_path=args.json,
+           payload={"command": command, "started": started, "results": results})
     return 0
 
 

@@ -132,10 +132,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        most = max([args.clips, *args.rss_clips] + [int(scale.split(":")[2]) for scale in args.scales if scale.count(":") == 2])
-        root = make_dataset(work / "ntu", most)
-        scales = [[int(x) for x in scale.split(":")] + [args.clips] for scale in args.scales]  # CLIPS defaults to --clips
-        results = {"throughput": [throughput(root, work, clips, size, frames, args.reps) for size, frames, clips, *_ in scales],
+        scales = [(*map(int, scale.split(":")), args.clips)[:3] for scale in args.scales]  # (size, frames, clips)
+        root = make_dataset(work / "ntu", max(args.clips, *args.rss_clips, *(clips for _, _, clips in scales)))
+        results = {"throughput": [throughput(root, work, clips, size, frames, args.reps) for size, frames, clips in scales],
                    "threads": torch.get_num_threads(), "load_average": os.getloadavg()[0]}
         results["peak_rss_mib"] = {str(n): peak_rss(root, work, n) for n in args.rss_clips if n > 0}
     if args.json:

@@ -151,6 +151,14 @@ def write_section(lines: list[str], *, out: Path, section: str = SECTION) -> Non
     out.write_text(text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n")
 
 
+def finish(lines: list[str], *, out: Path, section: str, json_path: Path | None, payload: dict[str, Any]) -> None:
+    """Write a benchmark's section of RESULTS.md, and its runs as JSON when asked."""
+    write_section(lines, out=out, section=section)
+    if json_path:
+        json_path.write_text(json.dumps(payload, indent=1) + "\n")
+    print(f"written: {out} ({section[3:]})")
+
+
 def _quoted(arg: str) -> str:
     return f'"{arg}"' if " " in arg or "/" in arg and not arg.startswith(("/", ".")) else arg
 
@@ -217,10 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         "data is fixed; the last column says how many seeds each row has). Mean ± standard deviation over the seeds.", "",
         *table, "",
     ]
-    write_section(section, out=args.out)
-    if args.json:
-        args.json.write_text(json.dumps({"command": command, "started": started, "results": results}, indent=1) + "\n")
-    print(f"written: {args.out} ({SECTION[3:]})")
+    finish(section, out=args.out, section=SECTION, json_path=args.json,
+           payload={"command": command, "started": started, "results": results})
     return 0
 
 

@@ -150,10 +150,12 @@ def make_loader(dataset: Dataset, *, batch_size: int, seed: int, workers: int, c
         # Random work units, random rows inside windows of units, one stream of windows per worker: each unit of
         # the cache is read once per epoch (pipeline.sampling). Decoded video has no units: every clip is its
         # own group and the order is a plain permutation.
-        groups = dataset.units if isinstance(dataset, CachedClips) else np.arange(len(dataset))
         window = 2 * batch_size
         if isinstance(dataset, CachedClips):
+            groups = dataset.units
             dataset.cached_rows = 2 * window  # the window being read and the next one
+        else:
+            groups = np.arange(len(dataset))
         batches = WindowSampler(groups, batch_size=batch_size, seed=seed, window_rows=window, streams=workers,
                                      world_size=ctx.world_size, rank=ctx.rank)
         options: dict[str, Any] = {"batch_sampler": batches}
