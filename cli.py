@@ -260,11 +260,30 @@ def evaluate(
     typer.echo(json.dumps(result.to_dict(), indent=2) if json_output else format_evaluation(result))
 
 
+_PoseOpt = Annotated[Optional[Path], _Opt(help="Its pose: NTU .skeleton, Penn Action .mat, or .npz/.json (original-frame pixels) [default: estimated from the video, as `star pose` does].")]
+
+
+@app.command()
+def pose(
+    video: Annotated[Path, typer.Argument(help="A video file or a folder of frames.")],
+    out: Annotated[Optional[Path], _Opt("--out", "-o", help="Pose file to write, .json or .npz [default: <video>.pose.json beside the video].")] = None,
+    layout: Annotated[str, _Opt(help="Joint layout to write: blazepose33 (the estimator's own), coco17, ntu25 or penn13.")] = "blazepose33",
+    persons: Annotated[int, _Opt(help="Person tracks to keep, most confident first.")] = 1,
+    progress: Annotated[bool, _Opt(help="Progress bar on stderr.")] = True,
+) -> None:
+    """Detect and track people (BlazePose) and write their joints as a pose file for folders and `star predict`."""
+    from pipeline.layouts import builtin_layout
+    from pipeline.pose import estimate_to_file
+
+    path, estimate = estimate_to_file(video, out=out, layout=builtin_layout(layout), persons=persons, show_progress=progress)
+    typer.echo(f"wrote {path}: {estimate.summary()}")
+
+
 @app.command()
 def predict(
     video: Annotated[Path, typer.Argument(help="A video file or a folder of frames.")],
-    pose: Annotated[Path, _Opt(help="Its pose: NTU .skeleton, Penn Action .mat, or .npz/.json (original-frame pixels).")],
     checkpoint: Annotated[Path, _Opt(help="A checkpoint of `star train`.")],
+    pose: _PoseOpt = None,
     top: Annotated[int, _Opt(help="How many classes to print.")] = 5,
     weights: Annotated[str, _Opt(help="Backbone state-dict file, when the cache was extracted from one.")] = "",
     device: Annotated[str, _Opt(help="auto, cpu or cuda[:N].")] = "auto",
@@ -283,8 +302,8 @@ def predict(
 @app.command()
 def explain(
     video: Annotated[Path, typer.Argument(help="A video file or a folder of frames.")],
-    pose: Annotated[Path, _Opt(help="Its pose: NTU .skeleton, Penn Action .mat, or .npz/.json (original-frame pixels).")],
     checkpoint: Annotated[Path, _Opt(help="A checkpoint of `star train` (the model to explain).")],
+    pose: _PoseOpt = None,
     compare: Annotated[Optional[Path], _Opt(help="A second checkpoint drawn beside it, e.g. the FAttn-only (FF/FF) model of Fig. 6.")] = None,
     out: Annotated[Optional[Path], _Opt(help="Output folder [default: <checkpoint folder>/explain-<video name>].")] = None,
     weights: Annotated[str, _Opt(help="Backbone state-dict file, when the cache was extracted from one.")] = "",

@@ -8,7 +8,8 @@ the exact command of every benchmark, each headline figure beside its target, an
     python -m benchmarks --quick               # a smoke run at tiny sizes (minutes); RESULTS.md says so
     python -m benchmarks --only attention index --out /tmp/RESULTS.md
 
-Figures are read from what each script prints: JSON where the script has `--json` (extract, train), its text lines
+Figures are read from what each script prints: JSON where the script has `--json` (extract, train) or prints
+one (pose), its text lines
 otherwise (attention, index, cache_size). A figure that cannot be found is reported as such, with the output below
 it, never guessed. A script added later without an entry in `BENCHMARKS` still runs (with no arguments) and its
 output is kept; only the figure table misses it.
@@ -176,6 +177,21 @@ def train_figures(output: str) -> list[Figure]:
     return figures
 
 
+def pose_figures(output: str) -> list[Figure]:
+    figures = []
+    for result in _json_objects(output):
+        if "pose_fps_1_person" not in result:
+            continue
+        where = f"{result['frame_size'][0]}x{result['frame_size'][1]}"
+        figures += [
+            Figure(f"pose estimation frames/s (decode + BlazePose + tracking), 1 person, {where}", f"{result['pose_fps_1_person']:.1f}"),
+            Figure(f"pose estimation frames/s, 2 person slots, {where}", f"{result['pose_fps_2_persons']:.1f}"),
+            Figure("pose estimation of a whole clip / its MC3-18 extraction (T 16, 224 px)", f"{result['pose_over_extract_224']:.2f}"),
+            Figure(f"Keypoint R-CNN frames/s (random weights, 2 boxes), {where}", f"{result['keypoint_rcnn_fps']:.2f}"),
+        ]  # fmt: skip
+    return figures
+
+
 # A small local table (rule 4): the arguments of the reported run, of the smoke run, and the reader of each output.
 BENCHMARKS: dict[str, Benchmark] = {
     "attention": Benchmark(args=("--sweep", "--reps", "3"), quick_args=("--scale", "small", "--reps", "1"), figures=attention_figures),
@@ -183,6 +199,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "extract": Benchmark(args=("--json",), quick_args=("--clips", "2", "--scales", "32:4:3", "--reps", "1", "--rss-clips", "2", "4", "--json"),
                          figures=extract_figures),
     "cache_size": Benchmark(args=(), quick_args=("--clips", "1", "--frames", "4", "--size", "32"), figures=cache_size_figures),
+    "pose": Benchmark(args=(), quick_args=("--reps", "1", "--rcnn-frames", "1"), figures=pose_figures),
     "train": Benchmark(args=("--json",), quick_args=("--part", "loader", "--scales", "32:4", "--steps", "2", "--reps", "1", "--json"),
                        figures=train_figures),
 }

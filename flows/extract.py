@@ -1,4 +1,5 @@
-"""The `star extract` Prefect flow: index -> plan -> work units -> summary, wrapping `pipeline/extract.py`.
+"""The `star extract` Prefect flow: index (with pose estimation for videos that lack a pose) -> plan -> work
+units -> summary, wrapping `pipeline/extract.py`.
 
 The flow adds what Prefect is for: retries on the I/O steps (index build, unit writes to a possibly remote store),
 logging, concurrent units on a task runner, and observability in the Prefect UI. The per-sample logic, the crash
@@ -21,13 +22,21 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipeline import extract as stage
 from pipeline.extract import ExtractConfig, ExtractSummary, Plan, UnitReport
+from pipeline.index import IndexReport
 
 FLOW_NAME = "star-extract"
 
 
-@task(name="index-and-plan", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def plan_task(config: ExtractConfig) -> Plan:
-    return stage.prepare(config)
+@task(name="index", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def index_task(config: ExtractConfig) -> IndexReport:
+    report = stage.refresh_index(config)
+    get_run_logger().info(report.summary())
+    return report
+
+
+@task(name="plan", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def plan_task(config: ExtractConfig, report: IndexReport) -> Plan:
+    return stage.plan(config, report)
 
 
 @task(name="extract-unit", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -44,8 +53,8 @@ def unit_task(config: ExtractConfig, unit: int) -> UnitReport:
 def extract_flow(config: ExtractConfig) -> dict:
     """Refresh the index, extract every pending sample into the cache, and return the summary as JSON."""
     started = time.perf_counter()
-    plan = plan_task(config)
-    get_run_logger().info("%s; %d pending samples in %d units", plan.index_summary, plan.pending, len(plan.units))
+    plan = plan_task(config, index_task(config))
+    get_run_logger().info("%d pending samples in %d units", plan.pending, len(plan.units))
     futures = [unit_task.submit(config, unit) for unit in plan.units]
     reports = [future.result() for future in futures]
     summary = stage.summarize(config, plan, reports, time.perf_counter() - started)

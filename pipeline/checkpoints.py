@@ -19,7 +19,7 @@ from pipeline.backbone import backbone_from_fingerprint
 from pipeline.classifier import ClipClassifier
 from pipeline.differences import describe_differences, differing_keys
 from pipeline.errors import StarError
-from pipeline.files import load_torch_file
+from pipeline.files import load_torch_file, write_atomically
 
 # 2: ModelConfig gained norm, init, token_norm, temporal_embedding, frames and joint_position; format-1
 # checkpoints hold the post-LN, trunc-normal model without them and cannot be loaded into the current one.
@@ -116,19 +116,10 @@ def load_trained_model(checkpoint: dict[str, Any], *, video: bool, weights: str 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as handle:
-        torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    return path
+    return write_atomically(path, lambda handle: torch.save(state, handle))
 
 
 def copy_atomic(src: Path, dst: Path) -> Path:
     """Copy `src` over `dst` through a temporary file: `dst` is always a whole file."""
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-    return dst
+    with open(src, "rb") as source:
+        return write_atomically(dst, lambda handle: shutil.copyfileobj(source, handle))

@@ -32,10 +32,10 @@ from torch.utils.data import Dataset
 
 from pipeline.cache import MAP_NAMES, FeatureCache
 from pipeline.clips import ClipSpec, load_clip
-from pipeline.datasets.layouts import JointLayout, layout_from_spec
 from pipeline.datasets.ntu import SAMPLE_NAME
 from pipeline.errors import StarError
 from pipeline.index import AnnotationIndex
+from pipeline.layouts import JointLayout, layout_from_spec
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from pipeline.data import (
 )
 from pipeline.devices import resolve_device
 from pipeline.errors import StarError
+from pipeline.files import write_atomically
 from pipeline.index import default_index_path
 
 TOP_K = 5
@@ -263,9 +264,7 @@ def write_report_files(report: ClassificationReport, *, out_dir: str | os.PathLi
         "report_json": str(out / "report.json"),
     }
     payload = {**meta, **report.to_dict(), "files": files}
-    tmp = out / "report.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, out / "report.json")
+    write_atomically(out / "report.json", lambda handle: handle.write(json.dumps(payload, indent=2).encode()))
     return files
 
 

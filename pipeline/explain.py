@@ -32,12 +32,13 @@ import torch
 from model.rollout import token_rollout
 from pipeline.checkpoints import load_trained_model, read_checkpoint
 from pipeline.clips import ClipSpec
-from pipeline.datasets.layouts import BUILTIN_LAYOUTS, JointLayout, layout_from_spec
 from pipeline.devices import resolve_device
 from pipeline.differences import differing_keys
 from pipeline.errors import StarError
+from pipeline.files import write_atomically
+from pipeline.layouts import BUILTIN_LAYOUTS, JointLayout, layout_from_spec
 from pipeline.plots import ImportanceSeries, plot_frame_importance, skeleton_box
-from pipeline.predict import ClassScore, clip_of_video
+from pipeline.predict import ClassScore, clip_of_video, describe_pose
 from pipeline.video import read_frames
 
 JSON_NAME = "explain.json"
@@ -106,7 +107,7 @@ def model_label(model_config: dict[str, Any]) -> tuple[str, str]:
 def explain(
     *,
     video: str | os.PathLike,
-    pose: str | os.PathLike,
+    pose: str | os.PathLike | None,
     checkpoint: str | os.PathLike,
     compare: str | os.PathLike | None = None,
     out_dir: str | os.PathLike | None = None,
@@ -115,7 +116,8 @@ def explain(
     device: str = "auto",
     title: str = "",
 ) -> Explanation:
-    """Attention rollout per frame for one video and its pose file; writes explain.json and frame_importance.png.
+    """Attention rollout per frame for one video and its pose file (None: estimated); writes explain.json and
+    frame_importance.png.
 
     out_dir defaults to <checkpoint folder>/explain-<video name>. With `compare`, the compared checkpoint is drawn
     first (as FAttn in Fig. 6 (a)) and `checkpoint` below it.
@@ -173,9 +175,8 @@ def explain(
         series=[ImportanceSeries(label=m.label, scores=m.scores, note=f"predicts {m.top[0].class_name} ({m.top[0].probability:.0%})") for m in models],
         out=out / PNG_NAME, title=title or f"relative frame importance (attention rollout): {Path(video).name}",
     )
-    explanation = Explanation(video=str(video), pose=str(pose), frame_indices=[int(i) for i in clip.frame_indices],
+    explanation = Explanation(video=str(video), pose=describe_pose(pose), frame_indices=[int(i) for i in clip.frame_indices],
                               models=models, files={"json": str(out / JSON_NAME), "png": str(png)})
-    tmp = out / (JSON_NAME + ".tmp")
-    tmp.write_text(json.dumps(explanation.to_dict(), indent=2) + "\n")
-    os.replace(tmp, out / JSON_NAME)
+    text = json.dumps(explanation.to_dict(), indent=2) + "\n"
+    write_atomically(out / JSON_NAME, lambda handle: handle.write(text.encode()))
     return explanation

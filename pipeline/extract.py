@@ -2,7 +2,8 @@
 
     preflight(cfg)        read every input the run depends on (dataset files, an existing index, cache or weights
                           file) and refuse a broken one in one line, before anything is written
-    prepare(cfg)          build or refresh the HDF5 index, create/open/grow the zarr cache, list pending units
+    refresh_index(cfg)    build or refresh the HDF5 index (estimating the poses a custom folder lacks)
+    plan(cfg, report)     create/open/grow the zarr cache for the selected samples, list pending units
     UnitExtractor.run(k)  decode the T clip frames of unit k's pending samples (threads), crop/resize them and map
                           the joints through the same transform, run the frozen MC3-18 in batches, build the joint
                           heatmaps, and write the unit (data first, done-mask last)
@@ -50,6 +51,7 @@ from pipeline.errors import StarError
 from pipeline.geometry import CROP_MODES
 from pipeline.index import (
     AnnotationIndex,
+    IndexReport,
     build_index,
     check_index_file,
     default_index_path,
@@ -167,13 +169,18 @@ class Plan:
     pose_warnings: int = 0  # selected usable samples with part of their pose outside the frame
 
 
-def prepare(cfg: ExtractConfig) -> Plan:
-    """Refresh the index, create/open/grow the cache for the selected samples, and list the pending units.
+def refresh_index(cfg: ExtractConfig) -> IndexReport:
+    """Bring the annotation index up to date: new, changed and removed samples; poses a custom folder lacks are
+    estimated here, before any feature extraction."""
+    cfg.check()
+    return build_index(cfg.dataset, Path(cfg.root), cfg.index_path)
+
+
+def plan(cfg: ExtractConfig, report: IndexReport) -> Plan:
+    """Create/open/grow the cache for the selected samples of the fresh index, and list the pending units.
 
     Runs in the coordinating process only: zarr loses rows when two processes grow an array at once.
     """
-    cfg.check()
-    report = build_index(cfg.dataset, Path(cfg.root), cfg.index_path)
     index = AnnotationIndex(cfg.index_path)
     status = np.asarray(index.status)
     selected = status != LISTED_MISSING_SKELETON
@@ -362,7 +369,7 @@ def extract(cfg: ExtractConfig) -> ExtractSummary:
     `UNITS_IN_FLIGHT` at a time, as in the Prefect flow."""
     started = time.perf_counter()
     preflight(cfg)
-    plan = prepare(cfg)
+    work = plan(cfg, refresh_index(cfg))
     with ThreadPoolExecutor(max_workers=UNITS_IN_FLIGHT, thread_name_prefix="star-unit") as units:
-        reports = list(units.map(functools.partial(run_unit, cfg), plan.units))
-    return summarize(cfg, plan, reports, time.perf_counter() - started)
+        reports = list(units.map(functools.partial(run_unit, cfg), work.units))
+    return summarize(cfg, work, reports, time.perf_counter() - started)

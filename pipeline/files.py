@@ -1,9 +1,11 @@
-"""Reading the files a user names (configs, manifests, layouts, class lists, checkpoints) with one-line errors."""
+"""Reading the files a user names (configs, manifests, layouts, class lists, checkpoints) with one-line errors, and
+writing results so that a crash never leaves half a file."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 from pipeline.errors import StarError
 
@@ -51,3 +53,19 @@ def load_torch_file(path: str | os.PathLike, *, what: str, hint: str) -> object:
         else:
             problem = f"its bytes are not a PyTorch file of tensors ({type(err).__name__})"
         raise StarError(f"{what} {path} cannot be read: {problem}; {hint}") from err
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
+    """Call `write(handle)` on a temporary file beside `path`, sync it and rename it over `path`: readers and a
+    killed process see the old file or the whole new one, never a part. The temporary file goes on failure."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -1,4 +1,4 @@
-"""Single-video prediction (`star predict VIDEO --pose FILE --checkpoint CKPT`).
+"""Single-video prediction (`star predict VIDEO [--pose FILE] --checkpoint CKPT`).
 
 decode → extract → run: the clip goes through exactly the path extraction uses (`pipeline.extract.load_clip`:
 uniform segment centres, the cache's crop/resize, joints mapped through the same transform), then the
@@ -11,6 +11,7 @@ video's size), a Penn Action `.mat` label file, or the custom `.npz`/`.json` pos
 persons than the model is padded with missing persons, one with more keeps the first ones (the
 readers already order persons by relevance). A pose that mostly misses the video's frame is refused
 with the same rule the annotation index applies (`pipeline.datasets.records.pose_in_frame`).
+Without a pose file the pose is estimated (`pipeline.pose`, BlazePose) in the checkpoint's joint layout.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ import torch
 from pipeline.checkpoints import load_trained_model, read_checkpoint
 from pipeline.clips import Clip, ClipSpec, load_clip, usable_frames
 from pipeline.datasets.folder import read_pose_file
-from pipeline.datasets.layouts import JointLayout, layout_from_spec
 from pipeline.datasets.ntu_skeleton import read_ntu_skeleton
 from pipeline.datasets.penn import read_penn_labels
 from pipeline.datasets.records import pose_outside_frame_reason
 from pipeline.devices import resolve_device
 from pipeline.errors import StarError
+from pipeline.layouts import JointLayout, layout_from_spec
+from pipeline.pose import estimate_pose
+from pipeline.pose.blazepose import NAME as ESTIMATOR
 from pipeline.video import VideoInfo, probe_video
 
 POSE_SUFFIXES = (".skeleton", ".mat", ".npz", ".json")
@@ -61,6 +64,11 @@ class Prediction:
         return "\n".join(lines)
 
 
+def describe_pose(pose: str | os.PathLike | None) -> str:
+    """The pose file, or which estimator made the pose."""
+    return str(pose) if pose is not None else f"estimated by {ESTIMATOR}"
+
+
 def read_pose(path: str | os.PathLike, *, layout: JointLayout, persons: int, frame_size: tuple[int, int]) -> np.ndarray:
     """(frames, persons, joints, 3) in pixels of the video's frames of `frame_size` (width, height) from any
     supported pose file, fitted to the model's persons; StarError when the pose mostly misses that frame."""
@@ -86,11 +94,22 @@ def read_pose(path: str | os.PathLike, *, layout: JointLayout, persons: int, fra
     return fitted
 
 
-def clip_of_video(*, video: str | os.PathLike, pose: str | os.PathLike, layout: JointLayout, persons: int,
+def estimated_pose(video: str | os.PathLike, *, layout: JointLayout, persons: int) -> np.ndarray:
+    """(frames, persons, joints, 3) estimated for a video that has no pose file; StarError when nobody is found."""
+    pose = estimate_pose(Path(video), layout=layout, persons=persons)
+    if not pose.found:
+        raise StarError(f"the pose estimator found nobody in the {pose.keypoints.shape[0]} frames of {video}; "
+                        "give its pose with --pose")
+    return pose.keypoints
+
+
+def clip_of_video(*, video: str | os.PathLike, pose: str | os.PathLike | None, layout: JointLayout, persons: int,
                   spec: ClipSpec) -> tuple[Clip, np.ndarray, VideoInfo]:
-    """The clip extraction would cache for this video and pose, its skeleton in video pixels, and the video's info."""
+    """The clip extraction would cache for this video and pose (None: estimated), its skeleton in video pixels,
+    and the video's info."""
     info = probe_video(Path(video))
-    skeleton = read_pose(pose, layout=layout, persons=persons, frame_size=(info.width, info.height))
+    skeleton = estimated_pose(video, layout=layout, persons=persons) if pose is None else \
+        read_pose(pose, layout=layout, persons=persons, frame_size=(info.width, info.height))  # fmt: skip
     clip = load_clip(video=Path(video), skeleton=skeleton, usable_frames=usable_frames(info.frames, skeleton.shape[0]),
                      frame_size=(info.width, info.height), spec=spec)
     return clip, skeleton, info
@@ -100,13 +119,13 @@ def clip_of_video(*, video: str | os.PathLike, pose: str | os.PathLike, layout: 
 def predict(
     *,
     video: str | os.PathLike,
-    pose: str | os.PathLike,
+    pose: str | os.PathLike | None,
     checkpoint: str | os.PathLike,
     top_k: int = 5,
     weights: str = "",
     device: str = "auto",
 ) -> Prediction:
-    """Top-k classes with softmax probabilities for one video and its pose file."""
+    """Top-k classes with softmax probabilities for one video and its pose file (None: estimated)."""
     state = read_checkpoint(checkpoint)
     fingerprint = state["fingerprint"]
     model_cfg = state["model_config"]
@@ -124,7 +143,7 @@ def predict(
     class_names = list(state["class_names"])
     return Prediction(
         video=str(video),
-        pose=str(pose),
+        pose=describe_pose(pose),
         checkpoint=str(checkpoint),
         frame_indices=[int(i) for i in clip.frame_indices],
         top=[ClassScore(class_id=int(i), class_name=class_names[int(i)], probability=float(p)) for p, i in zip(values, indices)],

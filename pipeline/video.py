@@ -18,7 +18,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -67,6 +67,28 @@ def read_frames(source: Path, indices: Sequence[int]) -> np.ndarray:
     if not source.is_file():
         raise StarError(f"Video not found: {source}. Check the dataset root and the file name.")
     return _read_video_frames(source, wanted)
+
+
+def iter_frames(source: Path) -> Iterator[np.ndarray]:
+    """Every frame of a video file or frame folder in order, as uint8 RGB (H, W, 3), holding one at a time."""
+    source = Path(source)
+    if source.is_dir():
+        for path in frame_files(source):
+            yield _read_image(path)
+        return
+    if not source.is_file():
+        raise StarError(f"Video not found: {source}. Check the path.")
+    capture = cv2.VideoCapture(str(source))
+    try:
+        if not capture.isOpened():
+            raise StarError(f"OpenCV cannot open the video {source}: not a video, or a codec it lacks.")
+        while True:
+            ok, bgr = capture.read()
+            if not ok or bgr is None:
+                return
+            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    finally:
+        capture.release()
 
 
 def frame_files(folder: Path) -> list[Path]:

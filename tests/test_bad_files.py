@@ -28,10 +28,10 @@ from typer.testing import CliRunner
 
 from cli import app
 from pipeline.datasets.folder import read_pose_file
-from pipeline.datasets.layouts import COCO17
 from pipeline.datasets.ntu_skeleton import parse_skeleton_bytes
 from pipeline.errors import StarError
 from pipeline.index import AnnotationIndex, build_index
+from pipeline.layouts import COCO17
 from pipeline.train import train
 from pipeline.train_config import resolve_config
 
@@ -126,6 +126,7 @@ SLOTS = {
     "predict --pose .skeleton": ("skeleton", lambda w, bad: ["predict", w["video"], "--pose", bad, "--checkpoint", w["checkpoint"], "--device", "cpu"]),
     "predict --pose .npz": ("pose.npz", lambda w, bad: ["predict", w["video"], "--pose", bad, "--checkpoint", w["checkpoint"], "--device", "cpu"]),
     "predict --pose .json": ("pose.json", lambda w, bad: ["predict", w["video"], "--pose", bad, "--checkpoint", w["checkpoint"], "--device", "cpu"]),
+    "pose VIDEO": ("video", lambda w, bad: ["pose", bad, "-o", w["folder"] / "posed.json", "--no-progress"]),
     "predict VIDEO": ("video", lambda w, bad: ["predict", bad, "--pose", w["skeleton"], "--checkpoint", w["checkpoint"], "--device", "cpu"]),
     "explain --checkpoint": ("checkpoint", lambda w, bad: ["explain", w["video"], "--pose", w["skeleton"], "--checkpoint", bad, "--out", w["folder"] / "explained", "--device", "cpu"]),
     "explain --compare": ("checkpoint", lambda w, bad: ["explain", w["video"], "--pose", w["skeleton"], "--checkpoint", w["checkpoint"], "--compare", bad, "--out", w["folder"] / "explained", "--device", "cpu"]),

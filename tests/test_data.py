@@ -30,10 +30,10 @@ from pipeline.data import (
     flip_maps,
     read_cache_meta,
 )
-from pipeline.datasets.layouts import layout_from_spec
 from pipeline.errors import StarError
 from pipeline.extract import ExtractConfig, extract
 from pipeline.index import default_index_path
+from pipeline.layouts import layout_from_spec
 from pipeline.synthetic import generate_ntu_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -15,9 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from pipeline.datasets.layouts import NTU25
 from pipeline.demo import demo_config, split_subjects
 from pipeline.errors import StarError
+from pipeline.layouts import NTU25
 from pipeline.plots import (
     box_aspect,
     frame_importance_size,

@@ -20,9 +20,9 @@ from cli import app
 from model.rollout import attention_rollout
 from pipeline.checkpoints import load_trained_model, read_checkpoint
 from pipeline.clips import ClipSpec, load_clip, usable_frames
-from pipeline.datasets.layouts import NTU25, layout_from_spec
 from pipeline.explain import drawing_bones
 from pipeline.index import AnnotationIndex
+from pipeline.layouts import NTU25, layout_from_spec
 from pipeline.plots import box_aspect, frame_importance_size, skeleton_box
 from pipeline.predict import read_pose
 from pipeline.train import train

@@ -20,7 +20,7 @@ from cli import app
 from pipeline.cache import FeatureCache, SampleStatus
 from pipeline.clips import ClipSpec, load_clip
 from pipeline.errors import StarError
-from pipeline.extract import ExtractConfig, extract, prepare
+from pipeline.extract import ExtractConfig, extract, plan, refresh_index
 from pipeline.synthetic import generate_ntu_dataset
 
 DATA = Path(__file__).parent / "data"
@@ -133,7 +133,8 @@ def test_bad_samples_are_recorded_and_skipped(tmp_path):
 
 def test_fingerprint_mismatch_is_refused(clean_cache, dataset):
     with pytest.raises(StarError, match="input_size"):
-        prepare(small_config(dataset, clean_cache, size=96))
+        config = small_config(dataset, clean_cache, size=96)
+        plan(config, refresh_index(config))
 
 
 def test_new_samples_are_extracted_incrementally(tmp_path):

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from pipeline.datasets.folder import FolderReader, read_pose_file
-from pipeline.datasets.layouts import COCO17, JointLayout
 from pipeline.errors import StarError
 from pipeline.index import AnnotationIndex, build_index
+from pipeline.layouts import COCO17, JointLayout
 
 
 def write_video(path: Path, frames: int, size=(64, 48)) -> None:

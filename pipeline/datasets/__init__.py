@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.datasets.folder import FolderReader
-from pipeline.datasets.layouts import COCO17, NTU25, PENN13, JointLayout
 from pipeline.datasets.ntu import NtuReader
 from pipeline.datasets.penn import PennReader
 from pipeline.datasets.records import (
@@ -20,6 +19,7 @@ from pipeline.datasets.records import (
     SampleSource,
 )
 from pipeline.errors import StarError
+from pipeline.layouts import COCO17, NTU25, PENN13, JointLayout
 
 DATASETS = ("ntu60", "ntu120", "penn", "folder")
 
@@ -29,10 +29,11 @@ __all__ = [
 ]  # fmt: skip
 
 
-def read_dataset(dataset: str, root: Path) -> DatasetReader:
+def read_dataset(dataset: str, root: Path, *, pose_store: Path | None = None) -> DatasetReader:
     """The reader for `dataset` ("ntu60", "ntu120", "penn", "folder") stored under `root`.
 
-    For "folder", root is the manifest CSV or the folder holding `manifest.csv`.
+    For "folder", root is the manifest CSV or the folder holding `manifest.csv`, and `pose_store` the folder
+    that keeps the poses it estimates for videos without a pose file (None: estimate, keep nothing).
     """
     root = Path(root).expanduser()
     if not root.exists():
@@ -42,5 +43,5 @@ def read_dataset(dataset: str, root: Path) -> DatasetReader:
     if dataset == "penn":
         return PennReader(root)
     if dataset == "folder":
-        return FolderReader(root)
+        return FolderReader(root, pose_store=pose_store)
     raise StarError(f"Unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}.")

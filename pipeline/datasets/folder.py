@@ -11,8 +11,13 @@ absolute)::
 
 - `video`: a video file OpenCV can read, or a folder of frame images (`.jpg`/`.png`, name order).
 - `label`: the class name. `split`: `train`, `val` or `test` (the "custom" benchmark).
-- `pose`: the pose file (below). Optional column `sample_id` (default: the video path relative to
-  the manifest folder, without its suffix); ids must be unique.
+- `pose` (optional column): the pose file (below). Without the column, or with an empty cell, STAR
+  estimates the pose while it indexes the sample (`pipeline/pose`: BlazePose, needs the `pose` extra)
+  and keeps it in the index and in the pose store next to it, so a re-run never estimates a video
+  twice; the layout must then be one it can make (`blazepose33`, `coco17`, `penn13`, `ntu25`). A
+  video in which it finds nobody fails as `empty_skeleton`.
+- Optional column `sample_id` (default: the video path relative to the manifest folder, without its
+  suffix); ids must be unique.
 
 `layout.json`: the joint layout and how many persons a sample keeps, either a built-in layout,
 `{"layout": "coco17", "persons": 1}` (also `ntu25`, `penn13`), or your own,
@@ -42,12 +47,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.datasets.layouts import JointLayout, builtin_layout, layout_from_spec
 from pipeline.datasets.records import (
+    EMPTY_SKELETON,
     MALFORMED_SKELETON,
     MISSING_SKELETON,
     MISSING_VIDEO,
     UNKNOWN_LABEL,
+    UNREADABLE_VIDEO,
     DatasetScan,
     SampleRecord,
     SampleSource,
@@ -56,11 +62,16 @@ from pipeline.datasets.records import (
 )
 from pipeline.errors import StarError
 from pipeline.files import read_text_file
+from pipeline.layouts import BLAZEPOSE33, JointLayout, builtin_layout, layout_from_spec
+from pipeline.pose.blazepose import NAME as ESTIMATOR
+from pipeline.pose.blazepose import mediapipe_pose
+from pipeline.pose.estimate import PoseStore, estimate_pose
+from pipeline.pose.mapping import joint_recipe
 
 MANIFEST = "manifest.csv"
 LAYOUT_FILE = "layout.json"
 CLASSES_FILE = "classes.txt"
-REQUIRED_COLUMNS = ("video", "label", "split", "pose")
+REQUIRED_COLUMNS = ("video", "label", "split")
 SPLITS = ("train", "val", "test")
 BENCHMARK = "custom"
 
@@ -71,7 +82,7 @@ class FolderReader:
     name = "folder"
     benchmarks = (BENCHMARK,)
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, pose_store: Path | None = None) -> None:
         root = Path(root).resolve()
         self.manifest = root / MANIFEST if root.is_dir() else root
         if not self.manifest.is_file():
@@ -89,6 +100,11 @@ class FolderReader:
             self.class_names = tuple(sorted({row["label"] for row in self.rows.values()}))
         # Everything a sample's record depends on besides its files: any change refreshes the sample.
         self._shared_key = json.dumps([layout_text, self.persons, self.class_names])
+        self.poses_estimated = 0
+        self.pose_store = PoseStore(pose_store) if pose_store is not None else None
+        if any(not row["pose"] for row in self.rows.values()):
+            mediapipe_pose()  # without the estimator, say so now rather than once per sample
+            joint_recipe(source=BLAZEPOSE33, target=self.layout)
 
     def scan(self) -> DatasetScan:
         sources = [
@@ -96,7 +112,7 @@ class FolderReader:
                 sample_id=row["sample_id"],
                 video_path=self._path(row["video"]),
                 annotation_path=self._path(row["pose"]) if row["pose"] else None,
-                key=json.dumps([row, self._shared_key], sort_keys=True),
+                key=json.dumps([row, self._shared_key, "" if row["pose"] else ESTIMATOR], sort_keys=True),
             )
             for row in self.rows.values()
         ]
@@ -113,7 +129,9 @@ class FolderReader:
         if not row["video"]:
             problems.append((MISSING_VIDEO, "the manifest row has no video"))
         skeleton = None
-        if source.annotation_path is None or not source.annotation_path.is_file():
+        if not row["pose"]:
+            skeleton = self._estimated(source.video_path, problems) if video is not None else None
+        elif source.annotation_path is None or not source.annotation_path.is_file():
             problems.append((MISSING_SKELETON, f"pose file not found: {source.annotation_path or '(empty)'}"))
         else:
             try:
@@ -135,6 +153,25 @@ class FolderReader:
             persons=self.persons,
             problems=problems,
         )
+
+
+    def _estimated(self, video_path: Path, problems: list[tuple[str, str]]) -> np.ndarray | None:
+        """The estimated pose of a video without a pose file: from the pose store, else estimated and stored."""
+        key = self.pose_store.key(video_path, layout=self.layout, persons=self.persons) if self.pose_store else ""
+        if self.pose_store is not None and (stored := self.pose_store.get(key)) is not None:
+            return stored
+        try:
+            pose = estimate_pose(video_path, layout=self.layout, persons=self.persons)
+        except StarError as err:
+            problems.append((UNREADABLE_VIDEO, str(err)))
+            return None
+        self.poses_estimated += 1
+        if not pose.found:
+            problems.append((EMPTY_SKELETON, f"the pose estimator found nobody in the video's "
+                                             f"{pose.keypoints.shape[0]} frames"))
+        if self.pose_store is not None:
+            self.pose_store.put(key, pose.keypoints)
+        return pose.keypoints
 
 
 def _read_layout(path: Path) -> tuple[JointLayout, int, str]:
@@ -184,7 +221,7 @@ def _manifest_rows(path: Path, text: str) -> list[dict[str, str]]:
             sample_id = row.get("sample_id") or str(Path(row["video"]).with_suffix("").as_posix())
             rows.append(
                 {"sample_id": sample_id, "video": row["video"], "label": row["label"],
-                 "split": row["split"], "pose": row["pose"]}
+                 "split": row["split"], "pose": row.get("pose", "")}
             )  # fmt: skip
     seen: dict[str, int] = {}
     for number, row in enumerate(rows):

@@ -23,7 +23,6 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from pipeline.datasets.layouts import NTU25
 from pipeline.datasets.ntu_skeleton import KINECT_COLOR_SIZE, read_ntu_skeleton
 from pipeline.datasets.records import (
     LISTED_MISSING_SKELETON,
@@ -36,6 +35,7 @@ from pipeline.datasets.records import (
     probe_for_record,
 )
 from pipeline.errors import StarError
+from pipeline.layouts import NTU25
 
 SAMPLE_NAME = re.compile(r"S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})")
 VIDEO_SUFFIX = "_rgb.avi"
@@ -254,6 +254,7 @@ class NtuReader:
     layout = NTU25
     persons = PERSONS
     class_names = NTU_CLASS_NAMES
+    poses_estimated = 0  # NTU ships a skeleton per video
 
     def __init__(self, root: Path, *, version: str) -> None:
         if version not in MISSING_LISTS:

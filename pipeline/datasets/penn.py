@@ -24,7 +24,6 @@ import numpy as np
 import scipy.io
 from scipy.io.matlab import MatReadError
 
-from pipeline.datasets.layouts import PENN13
 from pipeline.datasets.records import (
     MALFORMED_SKELETON,
     MISSING_SKELETON,
@@ -36,6 +35,7 @@ from pipeline.datasets.records import (
     probe_for_record,
 )
 from pipeline.errors import StarError
+from pipeline.layouts import PENN13
 
 PENN_CLASSES = (
     "baseball_pitch", "baseball_swing", "bench_press", "bowl", "clean_and_jerk", "golf_swing", "jump_rope",
@@ -53,6 +53,7 @@ class PennReader:
     persons = 1
     class_names = PENN_CLASSES
     benchmarks = (BENCHMARK,)
+    poses_estimated = 0  # Penn Action ships joints per frame
 
     def __init__(self, root: Path) -> None:
         root = Path(root).resolve()

@@ -30,8 +30,8 @@ from typing import Mapping, Protocol
 import numpy as np
 
 from pipeline.clips import frames_agree, usable_frames
-from pipeline.datasets.layouts import JointLayout
 from pipeline.errors import StarError
+from pipeline.layouts import JointLayout
 from pipeline.video import VideoInfo, probe_video
 
 OK = "ok"
@@ -107,6 +107,7 @@ class DatasetReader(Protocol):
     persons: int
     class_names: tuple[str, ...]
     benchmarks: tuple[str, ...]
+    poses_estimated: int  # poses this reader estimated so far (videos without a pose file)
 
     def scan(self) -> DatasetScan:
         """Every sample found on disk, sorted by sample_id; lists folders but reads no file."""
@@ -187,7 +188,7 @@ def assemble_record(
     problems = list(problems)
     if skeleton is None:
         skeleton = empty_skeleton(persons, layout.num_joints)
-    elif not any(p[0] in (MISSING_SKELETON, MALFORMED_SKELETON) for p in problems):
+    elif not any(p[0] in (MISSING_SKELETON, MALFORMED_SKELETON, EMPTY_SKELETON) for p in problems):
         if skeleton.shape[0] == 0 or not (skeleton[..., 2] > 0).any():
             problems.append((EMPTY_SKELETON, f"no person in any of the skeleton's {skeleton.shape[0]} frames"))
     video_frames = video.frames if video is not None else 0

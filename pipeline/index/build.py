@@ -47,16 +47,18 @@ class IndexReport:
     status_counts: Mapping[str, int] = field(default_factory=dict)  # over all rows after the build
     ignored: tuple[str, ...] = ()  # files in the dataset folders whose names are not samples
     pose_warnings: int = 0  # ok samples with less than POSE_IN_FRAME_WARN of their visible joints in the frame
+    poses_estimated: int = 0  # videos without a pose file whose pose this build estimated
 
     def summary(self) -> str:
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(self.status_counts.items(), key=lambda kv: -kv[1]))
         action = "wrote" if self.written else "unchanged,"
+        estimated = f", estimated {self.poses_estimated} poses" if self.poses_estimated else ""
         warning = (f"; warning: {self.pose_warnings} usable samples have only {POSE_IN_FRAME_FAIL:.0%}-"
                    f"{POSE_IN_FRAME_WARN:.0%} of their visible joints inside the frame") if self.pose_warnings else ""
         return (
             f"{self.dataset} index {action} {self.path}: {self.total} samples ({statuses}); "
             f"added {self.added}, refreshed {self.refreshed}, unchanged {self.unchanged}, "
-            f"removed {self.removed}, ignored files {len(self.ignored)}; {self.seconds:.1f} s{warning}"
+            f"removed {self.removed}, ignored files {len(self.ignored)}{estimated}; {self.seconds:.1f} s{warning}"
         )
 
 
@@ -69,11 +71,12 @@ def build_index(
 ) -> IndexReport:
     """Build or update the index of `dataset` under `root` at `out_path` (see the module docstring).
 
-    `progress(done, total)` is called as samples are read (total = samples to read in this build).
+    `progress(done, total)` is called as samples are read (total = samples to read in this build). Poses a
+    custom folder's samples lack are estimated and kept in `pose_store_folder(out_path)` as well as the index.
     """
     started = time.perf_counter()
-    reader = read_dataset(dataset, root)
     out_path = Path(out_path).expanduser().resolve()
+    reader = read_dataset(dataset, root, pose_store=pose_store_folder(out_path))
     scan = reader.scan()
     meta = _metadata(reader)
     old = _read_table(out_path) if out_path.exists() else None
@@ -125,7 +128,14 @@ def build_index(
         status_counts=dict(Counter(str(s) for s in final_status)),
         ignored=tuple(str(p) for p in scan.ignored),
         pose_warnings=int(np.sum((np.asarray(final_status) == OK) & (np.asarray(final_in_frame) < POSE_IN_FRAME_WARN))),
+        poses_estimated=reader.poses_estimated,
     )
+
+
+def pose_store_folder(index_path: Path) -> Path:
+    """Where the build of the index at `index_path` keeps the poses it estimated: `<index stem>-poses/`."""
+    index_path = Path(index_path)
+    return index_path.with_name(f"{index_path.stem}-poses")
 
 
 def check_index_file(path: Path, *, dataset: str) -> None:

@@ -10,11 +10,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pipeline.datasets.layouts import JointLayout
 from pipeline.datasets.records import (
     SampleRecord,
 )
 from pipeline.errors import StarError
+from pipeline.layouts import JointLayout
 
 # Bump whenever what a reader stores for the same files changes (parser, body selection, columns):
 # an index with another version refreshes every row on the next build.

@@ -1,8 +1,10 @@
 """Joint layouts: the names of a skeleton's joints and the left/right pairs swapped by a horizontal flip.
 
 Joint layouts: `ntu25` (Kinect v2 `JointType` order),
-`penn13` (Penn Action README order, left before right) and `coco17` (the 17 COCO
-keypoints most 2D pose estimators emit, offered for custom folders). A custom layout is any
+`penn13` (Penn Action README order, left before right), `coco17` (the 17 COCO
+keypoints most 2D pose estimators emit, offered for custom folders) and `blazepose33` (the 33
+landmarks of MediaPipe's BlazePose, what `star pose` estimates; `pipeline/pose/mapping.py` turns it
+into the other layouts). Left and right are the person's own, in every layout. A custom layout is any
 `JointLayout` built from a folder's `layout.json` (see `pipeline/datasets/folder.py`).
 
 Indices are 0-based everywhere. `bones` (parent, child) pairs are for drawing only; for NTU they are
@@ -131,11 +133,33 @@ COCO17 = JointLayout(
     ),
 )
 
-BUILTIN_LAYOUTS = {layout.name: layout for layout in (NTU25, PENN13, COCO17)}
+BLAZEPOSE33 = JointLayout(
+    name="blazepose33",
+    joint_names=(
+        "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye", "right_eye_outer",
+        "left_ear", "right_ear", "mouth_left", "mouth_right", "left_shoulder", "right_shoulder",
+        "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_pinky", "right_pinky",
+        "left_index", "right_index", "left_thumb", "right_thumb", "left_hip", "right_hip",
+        "left_knee", "right_knee", "left_ankle", "right_ankle", "left_heel", "right_heel",
+        "left_foot_index", "right_foot_index",
+    ),
+    flip_pairs=(
+        (1, 4), (2, 5), (3, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16), (17, 18), (19, 20), (21, 22),
+        (23, 24), (25, 26), (27, 28), (29, 30), (31, 32),
+    ),
+    bones=(
+        (0, 1), (1, 2), (2, 3), (3, 7), (0, 4), (4, 5), (5, 6), (6, 8), (9, 10), (11, 12), (11, 13), (13, 15),
+        (15, 17), (15, 19), (15, 21), (17, 19), (12, 14), (14, 16), (16, 18), (16, 20), (16, 22), (18, 20),
+        (11, 23), (12, 24), (23, 24), (23, 25), (25, 27), (27, 29), (29, 31), (27, 31), (24, 26), (26, 28),
+        (28, 30), (30, 32), (28, 32),
+    ),
+)
+
+BUILTIN_LAYOUTS = {layout.name: layout for layout in (NTU25, PENN13, COCO17, BLAZEPOSE33)}
 
 
 def builtin_layout(name: str) -> JointLayout:
-    """The built-in layout called `name` (ntu25, penn13, coco17)."""
+    """The built-in layout called `name` (ntu25, penn13, coco17, blazepose33)."""
     try:
         return BUILTIN_LAYOUTS[name]
     except KeyError:
