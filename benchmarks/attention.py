@@ -9,14 +9,19 @@ Paper scale: batch 4, T = 16 frames, 224 x 224 input -> P = 196 grid tokens, N =
 tokens: S = 224 tokens per frame, T*S = 3584. Small scale: batch 2, T = 8, 112 x 112 input -> S = 77.
 Width and heads are `ModelConfig`'s defaults. The three modules are timed back to back inside every
 repetition (so load changes on a shared machine hit all three alike); times are medians over the
-repetitions, ratios the median of the per-repetition ratios to FAttn.
+repetitions, ratios the median of the per-repetition ratios to FAttn; a call shorter than 0.1 s is repeated
+within its timing until the timing lasts 0.1 s (the count is fixed by the warm-up).
 Target: ZAttn/BAttn <= 0.55 x FAttn at paper scale (theory for the attention product alone: 0.5;
-the QKV/output projections cost the same in all three and pull the ratio up).
+the QKV/output projections cost the same in all three and pull the ratio up: with them, the arithmetic floor
+is 0.563 at paper scale and 0.727 at small scale). The rows `product` time the attention product alone, one
+SDPA call on q, k, v shaped as the modules shape them (FAttn: B sequences of T*S tokens; ZAttn and BAttn
+share theirs: 2B sequences of T*S/2 queries against the other group's T*S/2 keys), which is the paper's claim.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -32,6 +37,7 @@ from model.attention import (
 )
 from model.star import ModelConfig
 
+MIN_TIMING = 0.1  # seconds: a millisecond call is repeated inside one timing, or timer and scheduler noise dominate
 MODULES = {"FAttn": (FullAttention, "F"), "ZAttn": (ZigzagAttention, "Z"), "BAttn": (BinaryAttention, "B")}
 
 
@@ -59,8 +65,10 @@ def _timed(fn: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def measure(scale: Scale, *, dim: int, heads: int, reps: int, device: torch.device) -> dict[tuple[str, str], list[float]]:
-    """Seconds per repetition of each module, forward ("fwd") and forward + backward ("fwdbwd")."""
+def measure(scale: Scale, *, dim: int, heads: int, reps: int, device: torch.device,
+            products: bool = True) -> dict[tuple[str, str], list[float]]:
+    """Seconds per repetition of each module (and, with `products`, of the attention products alone), forward
+    ("fwd") and forward + backward ("fwdbwd")."""
     torch.manual_seed(0)
     shape = (scale.batch, scale.frames, scale.tokens, dim)
     x = torch.randn(shape, device=device)
@@ -75,24 +83,52 @@ def measure(scale: Scale, *, dim: int, heads: int, reps: int, device: torch.devi
     def forward_backward(module: torch.nn.Module) -> None:
         module.zero_grad(set_to_none=True)
         x_grad.grad = None
-        module(x_grad).backward(grad_out)
+        out = module(x_grad)
+        out.backward(grad_out if out.shape == grad_out.shape else torch.ones_like(out))
 
+    # The attention product alone, on q, k, v as FAttn and as ZAttn/BAttn shape them (see the module docstring).
+    heads_dim = dim // heads
+    full, half = scale.frames * scale.tokens, scale.frames * scale.tokens // 2
+    qkv = {"FAttn product": [torch.randn(scale.batch, heads, full, heads_dim, device=device) for _ in range(3)],
+           "ZAttn/BAttn product": [torch.randn(2 * scale.batch, heads, half, heads_dim, device=device) for _ in range(3)]}
+    if products:
+        modules |= {name: _Product([t.requires_grad_() for t in tensors]) for name, tensors in qkv.items()}
     times: dict[tuple[str, str], list[float]] = {(name, mode): [] for name in modules for mode in ("fwd", "fwdbwd")}
+    calls: dict[tuple[str, str], int] = {}  # calls per timing, so that a timing lasts at least MIN_TIMING seconds
     for rep in range(reps + 1):  # repetition 0 is the warm-up
         for mode, fn in (("fwd", forward), ("fwdbwd", forward_backward)):
-            # The three modules back to back, order reversed every other repetition, so slow drifts in
-            # the machine's load hit them alike; ratios are taken within a repetition.
+            # The modules back to back, order reversed every other repetition, so slow drifts in the machine's
+            # load hit them alike; ratios are taken within a repetition.
             order = list(modules) if rep % 2 else list(reversed(modules))
             for name in order:
-                elapsed = _timed(lambda: fn(modules[name]), device)
-                if rep > 0:
+                count = calls.get((name, mode), 1)
+                elapsed = _timed(lambda: [fn(modules[name]) for _ in range(count)], device) / count
+                if rep == 0:
+                    calls[(name, mode)] = max(1, math.ceil(MIN_TIMING / elapsed))
+                else:
                     times[(name, mode)].append(elapsed)
     return times
 
 
+class _Product(torch.nn.Module):
+    """The attention product of fixed q, k, v (leaf tensors, so backward reaches them), timed like a module."""
+
+    def __init__(self, qkv: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.qkv = qkv
+
+    def forward(self, _x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.scaled_dot_product_attention(*self.qkv)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for tensor in self.qkv:
+            tensor.grad = None
+
+
 def ratio(times: dict[tuple[str, str], list[float]], name: str, mode: str) -> float:
-    """Median over repetitions of (module time / FAttn time in the same repetition)."""
-    return statistics.median(t / f for t, f in zip(times[(name, mode)], times[("FAttn", mode)]))
+    """Median over repetitions of (time / FAttn time in the same repetition); products against FAttn's product."""
+    reference = "FAttn product" if name.endswith("product") else "FAttn"
+    return statistics.median(t / f for t, f in zip(times[(name, mode)], times[(reference, mode)]))
 
 
 def run_scale(scale: Scale, *, dim: int, heads: int, reps: int, device: torch.device) -> None:
@@ -114,6 +150,12 @@ def run_scale(scale: Scale, *, dim: int, heads: int, reps: int, device: torch.de
             f"{flops['projections'] * scale.batch / 1e9:>11.2f} {fwd * 1e3:>9.1f} {ratio(times, name, 'fwd'):>6.3f} "
             f"{fwdbwd * 1e3:>11.1f} {ratio(times, name, 'fwdbwd'):>9.3f}"
         )
+    print("attention product alone, one SDPA call (F-prod: FAttn's; ZB-prod: ZAttn's and BAttn's), ratio to F-prod:")
+    for name, kind, row in (("FAttn product", "F", "F-prod"), ("ZAttn/BAttn product", "Z", "ZB-prod")):
+        flops = attention_flops(kind, frames=scale.frames, tokens=scale.tokens, dim=dim)
+        fwd, fwdbwd = statistics.median(times[(name, "fwd")]), statistics.median(times[(name, "fwdbwd")])
+        print(f"{row:<7} {0:>8} {flops['core'] * scale.batch / 1e9:>11.2f} {0:>11.2f} {fwd * 1e3:>9.1f} "
+              f"{ratio(times, name, 'fwd'):>6.3f} {fwdbwd * 1e3:>11.1f} {ratio(times, name, 'fwdbwd'):>9.3f}")
 
 
 # The sweep: frames, tokens per frame (49 + 50 joints + 3 class tokens at 112 px; 196 + 50 + 3 at 224 px), batch.
@@ -128,7 +170,7 @@ def run_sweep(*, dim: int, heads: int, reps: int, device: torch.device) -> None:
         for tokens in SWEEP_TOKENS:
             for batch in SWEEP_BATCHES:
                 times = measure(Scale("sweep", batch=batch, frames=frames, tokens=tokens), dim=dim, heads=heads, reps=reps,
-                                device=device)
+                                device=device, products=False)
                 full, half = (attention_flops(kind, frames=frames, tokens=tokens, dim=dim) for kind in ("F", "Z"))
                 bound = (half["core"] + half["projections"]) / (full["core"] + full["projections"])
                 cells = [ratio(times, name, mode) for mode in ("fwd", "fwdbwd") for name in ("ZAttn", "BAttn")]
