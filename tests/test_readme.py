@@ -1,0 +1,145 @@
+"""The README's commands run: every `bash` block in order on tiny sizes, every `star` command parsed against the CLI,
+and the command map agrees with each command's `--help` (README section "How this guide is tested")."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import typer
+import typer.main
+
+from cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+SKIP = re.compile(r"<!-- readme-test: skip (.+?) -->")
+# The tiny variant: options appended to each command (the last occurrence of an option wins).
+TINY = {
+    "extract": ["--frames", "4", "--size", "32", "--device", "cpu"],
+    "train": ["--epochs", "1", "--batch-size", "2", "--workers", "0", "--device", "cpu"],
+    "evaluate": ["--workers", "0", "--device", "cpu"],
+    "predict": ["--device", "cpu"],
+    "explain": ["--device", "cpu"],
+}
+
+
+@dataclass(frozen=True)
+class Block:
+    line: int  # where the block starts in README.md
+    text: str
+    skip: str  # the reason it is not run, or ""
+
+
+def bash_blocks() -> list[Block]:
+    lines = README.read_text().splitlines()
+    blocks, previous = [], ""
+    i = 0
+    while i < len(lines):
+        if lines[i].strip() == "```bash":
+            end = lines.index("```", i + 1)
+            reason = SKIP.fullmatch(previous.strip())
+            blocks.append(Block(line=i + 1, text="\n".join(lines[i + 1:end]), skip=reason.group(1) if reason else ""))
+            i = end
+        elif lines[i].strip():
+            previous = lines[i]
+        i += 1
+    return blocks
+
+
+def star_commands(block: Block) -> list[list[str]]:
+    """Every `star ...` (or `torchrun ... -m cli ...`) command line of a block, as arguments after `star`."""
+    commands = []
+    for line in block.text.splitlines():
+        words = shlex.split(line, comments=True)
+        if "star" in words:
+            commands.append(words[words.index("star") + 1:])
+        elif words[:1] == ["torchrun"] and "cli" in words:
+            commands.append(words[words.index("cli") + 1:])
+    return commands
+
+
+def tiny(line: str) -> str:
+    """The line with the tiny options appended to its `star COMMAND`, before any comment."""
+    match = re.match(r"^(\s*star (\w+)\b[^#]*?)(\s*#.*)?$", line)
+    if not match or match.group(2) not in TINY:
+        return line
+    return f"{match.group(1)} {' '.join(TINY[match.group(2)])}{match.group(3) or ''}"
+
+
+def _parse(args: list[str]) -> None:
+    """Parse a `star` command line without running it: unknown commands, options or values raise click errors."""
+    command, ctx, rest = typer.main.get_command(app), None, list(args)
+    while hasattr(command, "commands"):  # a group: the next word names its subcommand
+        if not rest:
+            raise typer.BadParameter(f"`{command.name}` needs a subcommand")
+        name, command, rest = command.resolve_command(command.context_class(command, parent=ctx), rest)
+        ctx = command.context_class(command, info_name=name, parent=ctx)
+    command.make_context(command.name, rest, parent=ctx)  # parses and checks every option and argument
+
+
+BLOCKS = bash_blocks()
+
+
+def test_the_readme_has_runnable_and_skipped_blocks():
+    assert any(not block.skip for block in BLOCKS) and any(block.skip for block in BLOCKS)
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=[f"line{block.line}" for block in BLOCKS])
+def test_every_star_command_parses(block):
+    for args in star_commands(block):
+        try:
+            _parse(args)
+        except typer.TyperException as err:  # Typer's click errors: no such command, option or value
+            pytest.fail(f"README line {block.line}: `star {' '.join(args)}`: {err}")
+
+
+@pytest.mark.parametrize("block", [b for b in BLOCKS if b.skip], ids=[f"line{b.line}" for b in BLOCKS if b.skip])
+def test_skipped_blocks_say_why(block):
+    pytest.skip(f"README line {block.line}: {block.skip}")
+
+
+def test_the_runnable_blocks_run_in_order(tmp_path):
+    """The guide's commands, as a reader would paste them, in one folder: each block must exit 0."""
+    (tmp_path / "examples").symlink_to(REPO / "examples")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for block in (b for b in BLOCKS if not b.skip):
+        script = "set -euo pipefail\n" + "\n".join(tiny(line) for line in block.text.splitlines())
+        result = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                                timeout=900)
+        assert result.returncode == 0, (
+            f"README block at line {block.line} failed (exit {result.returncode}):\n{script}\n"
+            f"--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-3000:]}"
+        )
+
+
+def test_the_command_map_is_each_commands_help():
+    text = README.read_text()
+    group = typer.main.get_command(app)
+
+    def commands(cmd, prefix):
+        for name, sub in cmd.commands.items():
+            if hasattr(sub, "commands"):
+                yield from commands(sub, f"{prefix}{name} ")
+            else:
+                yield f"{prefix}{name}", (sub.help or "").split("\n\n")[0].replace("\n", " ")
+
+    for name, summary in commands(group, ""):
+        row = re.search(rf"^\| `star {re.escape(name)}` \|.*$", text, flags=re.MULTILINE)
+        assert row, f"the command map has no row for `star {name}`"
+        assert summary in row.group(0), f"`star {name}`: the map does not say what --help says: {summary!r}"
+
+
+def test_every_cache_failure_reason_is_explained():
+    from pipeline.datasets.records import OK, STATUSES
+
+    section = README.read_text().split("## Troubleshooting", 1)[1].split("\n## ", 1)[0]
+    for status in STATUSES:
+        if status != OK:
+            assert f"`{status}`" in section, f"Troubleshooting does not explain the failure reason {status!r}"
