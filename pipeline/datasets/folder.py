@@ -154,7 +154,6 @@ class FolderReader:
             problems=problems,
         )
 
-
     def _estimated(self, video_path: Path, problems: list[tuple[str, str]]) -> np.ndarray | None:
         """The estimated pose of a video without a pose file: from the pose store, else estimated and stored."""
         key = self.pose_store.key(video_path, layout=self.layout, persons=self.persons) if self.pose_store else ""

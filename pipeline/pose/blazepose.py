@@ -1,9 +1,9 @@
 """MediaPipe BlazePose as STAR's pose estimator: 33 landmarks per person, models shipped inside the package.
 
 Why this estimator: mediapipe 0.10.14 (the `pose` extra) carries its detector and full landmark model in the
-wheel, so nothing is downloaded at run time; it runs at about 47 frames/s on 1080p video on 2 CPU cores (benchmarks/RESULTS.md)
+wheel, so nothing is downloaded at run time; it runs at 43-47 frames/s on 1080p video on 2 CPU cores (benchmarks/RESULTS.md)
 and finds the person of NTU's real 1080p clip. torchvision's Keypoint R-CNN would add no dependency but needs
-a 226 MB weights download and runs at 0.3 frames/s on the same CPU.
+a 226 MB weights download and runs at 0.28-0.31 frames/s on the same CPU.
 
 BlazePose follows one person: detection on the first frame, then each frame's landmarks set the next frame's
 region. For `persons` > 1 there is one such tracker per person slot, each looking at the frame with the people
