@@ -82,20 +82,22 @@ class FullAttention(_SpatioTemporalAttention):
 class _CrossGroupAttention(_SpatioTemporalAttention):
     """Two frame groups, each group's queries attending to the other group's keys and values.
 
-    Subclasses define the grouping with `_split` (frame axis -> group axis in front) and its inverse
-    `_merge`; both are pure reshapes, so the frame order of the output is the input's.
+    Subclasses define the grouping with `_split` (frame axis -> group axis beside the batch axis) and its
+    inverse `_merge`; both are pure reshapes, so the frame order of the output is the input's. The groups sit
+    batch-major, clip b's group g at index 2b + g of the doubled batch, so where a grouping is contiguous (BAttn)
+    the queries need no copy at all.
     """
 
     name = "cross-group attention"
 
     @staticmethod
     def _split(x: Tensor) -> Tensor:
-        """(B, T, ...) -> (2, B, T/2, ...): group g, position i within the group."""
+        """(B, T, ...) -> (B, 2, T/2, ...): group g, position i within the group."""
         raise NotImplementedError
 
     @staticmethod
     def _merge(x: Tensor) -> Tensor:
-        """Inverse of `_split`: (2, B, T/2, ...) -> (B, T, ...)."""
+        """Inverse of `_split`: (B, 2, T/2, ...) -> (B, T, ...)."""
         raise NotImplementedError
 
     def _check_frames(self, frames: int) -> None:
@@ -106,15 +108,15 @@ class _CrossGroupAttention(_SpatioTemporalAttention):
             )
 
     def _grouped_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Queries of groups (0, 1) and keys/values of groups (1, 0), the groups stacked on the batch axis."""
+        """Queries of groups (0, 1) and keys/values of groups (1, 0) of each clip, on a doubled batch axis."""
         batch, frames, tokens, dim = x.shape
         self._check_frames(frames)
         half = frames // 2 * tokens
-        groups = self._split(x)  # (2, B, T/2, S, D), a view
-        # Regroup x (D wide) before the projection: far cheaper than regrouping the 3D-wide projected
-        # tensor, and two separate copies keep the backward free of zero-filled slice gradients.
-        x_q = groups.reshape(2 * batch, half, dim)  # (2B, TS/2, D): groups (0, 1)
-        x_kv = torch.stack((groups[1], groups[0])).view(2 * batch, half, dim)  # (2B, TS/2, D): groups (1, 0)
+        groups = self._split(x)  # (B, 2, T/2, S, D), a view
+        # Regroup x (D wide) before the projection: cheaper than regrouping the 3D-wide projected tensor
+        # (measured), and two separate inputs keep the backward free of zero-filled slice gradients.
+        x_q = groups.reshape(2 * batch, half, dim)  # (2B, TS/2, D): groups (0, 1); a view for BAttn
+        x_kv = torch.stack((groups[:, 1], groups[:, 0]), dim=1).view(2 * batch, half, dim)  # groups (1, 0)
         w_q, w_kv = self.qkv.weight.split((dim, 2 * dim))
         b_q, b_kv = self.qkv.bias.split((dim, 2 * dim))
         q = F.linear(x_q, w_q, b_q).view(2 * batch, half, self.heads, self.head_dim)  # (2B, TS/2, H, hd)
@@ -127,7 +129,7 @@ class _CrossGroupAttention(_SpatioTemporalAttention):
         q, k, v = self._grouped_qkv(x)
         # One SDPA call for both directions: a' (group 0 -> 1) and a'' (group 1 -> 0), eq. 7-8 / eq. 10.
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=self._dropout_p())  # (2B, H, TS/2, hd)
-        out = out.view(2, batch, self.heads, frames // 2, tokens, self.head_dim)  # (2, B, H, T/2, S, hd)
+        out = out.view(batch, 2, self.heads, frames // 2, tokens, self.head_dim)  # (B, 2, H, T/2, S, hd)
         # Heads back beside each other and every token back at its frame in one copy (eq. 9 / 10); the output
         # projection acts per token, so it runs after.
         out = self._merge(out.permute(0, 1, 3, 4, 2, 5)).reshape(batch, frames, tokens, dim)  # (B, T, S, D)
@@ -144,15 +146,15 @@ class _CrossGroupAttention(_SpatioTemporalAttention):
         q, k, _ = self._grouped_qkv(x)
         half = frames // 2
         weights = self._softmax_scores(q, k)  # (2B, H, TS/2, TS/2)
-        weights = weights.view(2, batch, self.heads, half, tokens, half, tokens)
+        weights = weights.view(batch, 2, self.heads, half, tokens, half, tokens)
         # Frame index of each (group, position) pair, from the same reshape the forward uses.
-        frame_of = self._split(torch.arange(frames, device=x.device).view(1, frames))[:, 0]  # (2, T/2)
+        frame_of = self._split(torch.arange(frames, device=x.device).view(1, frames))[0]  # (2, T/2)
         full = x.new_zeros(batch, self.heads, frames, tokens, frames, tokens)
         by_frame = full.permute(2, 4, 0, 1, 3, 5)  # (T_q, T_k, B, H, S_q, S_k), a view into `full`
         for group in (0, 1):  # the two directions a' and a''; explicit path only
             query_frames = frame_of[group].view(half, 1)
             key_frames = frame_of[1 - group].view(1, half)
-            by_frame[query_frames, key_frames] = weights[group].permute(2, 4, 0, 1, 3, 5)
+            by_frame[query_frames, key_frames] = weights[:, group].permute(2, 4, 0, 1, 3, 5)
         return full.view(batch, self.heads, frames * tokens, frames * tokens)
 
 
@@ -164,12 +166,12 @@ class ZigzagAttention(_CrossGroupAttention):
     @staticmethod
     def _split(x: Tensor) -> Tensor:
         batch, frames = x.shape[:2]
-        return x.reshape(batch, frames // 2, 2, *x.shape[2:]).movedim(2, 0)  # (2, B, T/2, ...): t = 2i + g
+        return x.reshape(batch, frames // 2, 2, *x.shape[2:]).movedim(2, 1)  # (B, 2, T/2, ...): t = 2i + g
 
     @staticmethod
     def _merge(x: Tensor) -> Tensor:
-        _, batch, half = x.shape[:3]
-        return x.movedim(0, 2).reshape(batch, 2 * half, *x.shape[3:])  # (B, T, ...)
+        batch, _, half = x.shape[:3]
+        return x.movedim(1, 2).reshape(batch, 2 * half, *x.shape[3:])  # (B, T, ...)
 
 
 class BinaryAttention(_CrossGroupAttention):
@@ -180,12 +182,12 @@ class BinaryAttention(_CrossGroupAttention):
     @staticmethod
     def _split(x: Tensor) -> Tensor:
         batch, frames = x.shape[:2]
-        return x.reshape(batch, 2, frames // 2, *x.shape[2:]).movedim(1, 0)  # (2, B, T/2, ...): t = g*T/2 + i
+        return x.reshape(batch, 2, frames // 2, *x.shape[2:])  # (B, 2, T/2, ...): t = g*T/2 + i
 
     @staticmethod
     def _merge(x: Tensor) -> Tensor:
-        _, batch, half = x.shape[:3]
-        return x.movedim(0, 1).reshape(batch, 2 * half, *x.shape[3:])  # (B, T, ...)
+        batch, _, half = x.shape[:3]
+        return x.reshape(batch, 2 * half, *x.shape[3:])  # (B, T, ...)
 
 
 ATTENTION_KINDS: dict[str, type[_SpatioTemporalAttention]] = {
