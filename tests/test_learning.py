@@ -1,13 +1,20 @@
 """Learnability: a tiny STAR must memorise a handful of clips (a collapse detector, no timing asserted).
 
-A model whose initialisation or normalisation collapses (every clip mapped to the same features) cannot even
-fit 16 training clips; this is the failure the `init="vit"` + post-LN combination shows at width 64, and the
-check below keeps every supported `norm` at narrow and paper widths away from it.
+A model whose initialisation or normalisation collapses (every clip mapped to the same output) cannot even fit
+16 training clips; this is the failure the `init="vit"` + post-LN combination shows at width 64, and the check
+below keeps every supported `norm` at narrow and paper widths away from it.
+
+Measured over model seeds 0-4 (80 full-batch AdamW steps): at lr 3e-4 pre-LN and post-LN at width 64 and pre-LN at
+width 256 reach 1.0 in 5 of 5 seeds each, so the memorise check runs there. At lr 1e-3 the literal configuration
+stays at the class prior (loss ln 4) in 3 to 4 of 5 seeds while the supported ones reach 1.0 in 4 or 5 of 5.
+Which seed fails is chaotic (a change of float summation order, from a different thread count or a reordered
+but equal computation, moves one seed from 0.25 to 1.0), so the detector asserts the median over five seeds.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 import torch
@@ -18,6 +25,7 @@ from model.tokens import joint_heatmaps
 
 CLASSES, PER_CLASS, FRAMES, JOINTS = 4, 4, 8, 5
 STEPS = 80
+LR = 3e-4  # where every supported configuration memorises, whatever the seed (module docstring)
 
 
 def fixed_clips(seed: int = 0) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
@@ -37,11 +45,12 @@ def fixed_clips(seed: int = 0) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
     return (local, global_, heatmaps, joints), labels
 
 
-def train_accuracy(cfg: ModelConfig, *, steps: int = STEPS) -> float:
-    torch.manual_seed(0)
+def train_accuracy(cfg: ModelConfig, *, steps: int = STEPS, lr: float = LR, seed: int = 0) -> float:
+    """Training accuracy on the 16 clips after `steps` full-batch AdamW steps from the model of `seed`."""
+    torch.manual_seed(seed)
     inputs, labels = fixed_clips()
     model = build_model(cfg)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     for _ in range(steps):  # full batch
         loss = F.cross_entropy(model(*inputs), labels)
         optimizer.zero_grad()
@@ -64,6 +73,7 @@ def test_tiny_star_memorises_16_clips(norm, dim):
 
 
 def test_the_detector_catches_the_collapsed_initialisation():
-    """ViT's trunc-normal(0.02) with the paper's post-LN at width 64: the collapse this test exists for."""
+    """ViT's trunc-normal(0.02) with the paper's post-LN at width 64: the collapse this test exists for, at lr 1e-3."""
     literal = config(dim=64, norm="post", init="vit", token_norm=False, temporal_embedding=False, joint_position="linear")
-    assert train_accuracy(literal) <= 0.5
+    accuracies = [train_accuracy(literal, lr=1e-3, seed=seed) for seed in range(5)]
+    assert statistics.median(accuracies) <= 0.5, accuracies
