@@ -31,7 +31,6 @@ MODEL_FILE = "modules/pose_landmark/pose_landmark_full.tflite"  # model_complexi
 NAME = f"blazepose-full (mediapipe {MEDIAPIPE_VERSION})"
 MASK_MARGIN = 0.15  # the painted box around a found person grows by this share of its size on each side
 DUPLICATE_IOU = 0.6  # two trackers on one person: keep the first
-_libc = ctypes.CDLL(None)
 
 
 def mediapipe_pose():
@@ -124,7 +123,7 @@ def _native_stderr_muted():
             warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype", category=UserWarning)
             yield
     finally:
-        _libc.fflush(None)
+        ctypes.CDLL(None).fflush(None)  # C stdio buffers out before stderr comes back
         sys.stderr.flush()
         sys.stderr = python_stderr
         os.dup2(saved, 2)

@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from pipeline.errors import StarError
 from pipeline.files import write_atomically
@@ -124,6 +122,9 @@ class PoseStore:
 def estimate_to_file(video: Path, *, out: Path | None = None, layout: JointLayout = BLAZEPOSE33, persons: int = 1,
                      show_progress: bool = True) -> tuple[Path, EstimatedPose]:
     """`star pose`: estimate the pose of `video` and write it to `out` (default `<video>.pose.json` beside it)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     video = Path(video)
     out = Path(out) if out is not None else video.with_name(f"{video.stem if video.is_file() else video.name}.pose.json")
     _checked_output(out)  # refuse before minutes of estimation, not after

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 
 @dataclass(frozen=True)
@@ -55,6 +54,8 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def track_people(frames: list[list[Detection]], *, persons: int, joints: int, min_iou: float = 0.1,
                  max_gap: int = 15) -> np.ndarray:
     """(frames, persons, joints, 3) float32: the `persons` tracks with the highest total score, best first."""
+    from scipy.optimize import linear_sum_assignment  # here: importing it takes 0.7 s of every `star` start
+
     tracks: list[_Track] = []
     for t, detections in enumerate(frames):
         live = [track for track in tracks if t - track.last_frame <= max_gap]
