@@ -35,8 +35,8 @@ def index_task(config: ExtractConfig) -> IndexReport:
 
 
 @task(name="plan", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def plan_task(config: ExtractConfig, report: IndexReport) -> Plan:
-    return stage.plan(config, report)
+def plan_task(config: ExtractConfig) -> Plan:
+    return stage.plan(config)
 
 
 @task(name="extract-unit", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -53,7 +53,8 @@ def unit_task(config: ExtractConfig, unit: int) -> UnitReport:
 def extract_flow(config: ExtractConfig) -> dict:
     """Refresh the index, extract every pending sample into the cache, and return the summary as JSON."""
     started = time.perf_counter()
-    plan = plan_task(config, index_task(config))
+    index_task(config)  # the plan reads the index this task refreshes
+    plan = plan_task(config)
     get_run_logger().info("%d pending samples in %d units", plan.pending, len(plan.units))
     futures = [unit_task.submit(config, unit) for unit in plan.units]
     reports = [future.result() for future in futures]

@@ -3,7 +3,7 @@
     preflight(cfg)        read every input the run depends on (dataset files, an existing index, cache or weights
                           file) and refuse a broken one in one line, before anything is written
     refresh_index(cfg)    build or refresh the HDF5 index (estimating the poses a custom folder lacks)
-    plan(cfg, report)     create/open/grow the zarr cache for the selected samples, list pending units
+    plan(cfg)             create/open/grow the zarr cache for the selected samples, list pending units
     UnitExtractor.run(k)  decode the T clip frames of unit k's pending samples (threads), crop/resize them and map
                           the joints through the same transform, run the frozen MC3-18 in batches, build the joint
                           heatmaps, and write the unit (data first, done-mask last)
@@ -165,7 +165,6 @@ class Plan:
     samples: int  # samples in the cache
     pending: int
     skipped: int  # on NTU's missing-skeleton list: not in the cache
-    index_summary: str
     pose_warnings: int = 0  # selected usable samples with part of their pose outside the frame
 
 
@@ -176,7 +175,7 @@ def refresh_index(cfg: ExtractConfig) -> IndexReport:
     return build_index(cfg.dataset, Path(cfg.root), cfg.index_path)
 
 
-def plan(cfg: ExtractConfig, report: IndexReport) -> Plan:
+def plan(cfg: ExtractConfig) -> Plan:
     """Create/open/grow the cache for the selected samples of the fresh index, and list the pending units.
 
     Runs in the coordinating process only: zarr loses rows when two processes grow an array at once.
@@ -208,7 +207,7 @@ def plan(cfg: ExtractConfig, report: IndexReport) -> Plan:
     in_frame = np.asarray(index.pose_in_frame)[rows]
     warnings = int(np.sum((status[rows] == OK) & (in_frame < POSE_IN_FRAME_WARN)))
     return Plan(units=cache.pending_units(retry_failed=cfg.retry_failed), samples=len(cache),
-                pending=int(pending.size), skipped=skipped, index_summary=report.summary(), pose_warnings=warnings)
+                pending=int(pending.size), skipped=skipped, pose_warnings=warnings)
 
 
 @dataclass(frozen=True)
@@ -369,7 +368,8 @@ def extract(cfg: ExtractConfig) -> ExtractSummary:
     `UNITS_IN_FLIGHT` at a time, as in the Prefect flow."""
     started = time.perf_counter()
     preflight(cfg)
-    work = plan(cfg, refresh_index(cfg))
+    refresh_index(cfg)
+    work = plan(cfg)
     with ThreadPoolExecutor(max_workers=UNITS_IN_FLIGHT, thread_name_prefix="star-unit") as units:
         reports = list(units.map(functools.partial(run_unit, cfg), work.units))
     return summarize(cfg, work, reports, time.perf_counter() - started)

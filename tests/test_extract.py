@@ -134,7 +134,8 @@ def test_bad_samples_are_recorded_and_skipped(tmp_path):
 def test_fingerprint_mismatch_is_refused(clean_cache, dataset):
     with pytest.raises(StarError, match="input_size"):
         config = small_config(dataset, clean_cache, size=96)
-        plan(config, refresh_index(config))
+        refresh_index(config)
+        plan(config)
 
 
 def test_new_samples_are_extracted_incrementally(tmp_path):
