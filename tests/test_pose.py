@@ -236,6 +236,8 @@ def test_folder_without_poses_estimates_once_and_records_failures(tmp_path):
     rebuilt = build_index("folder", root, index_path)
     assert rebuilt.poses_estimated == 0 and len(list(pose_store_folder(index_path).glob("*.npz"))) == 3
     np.testing.assert_array_equal(AnnotationIndex(index_path).record(1).skeleton, index.record(1).skeleton)
+    nobody = AnnotationIndex(index_path).record(row)
+    assert nobody.status == "empty_skeleton" and "found nobody in the video's 10 frames" in nobody.detail
 
     _write_video(root / "videos" / "person.avi", list(_real_frames(10, size=(480, 270), mirror=True)))
     assert build_index("folder", root, index_path).poses_estimated == 1, "a replaced video is estimated again"

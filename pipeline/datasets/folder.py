@@ -157,20 +157,20 @@ class FolderReader:
     def _estimated(self, video_path: Path, problems: list[tuple[str, str]]) -> np.ndarray | None:
         """The estimated pose of a video without a pose file: from the pose store, else estimated and stored."""
         key = self.pose_store.key(video_path, layout=self.layout, persons=self.persons) if self.pose_store else ""
-        if self.pose_store is not None and (stored := self.pose_store.get(key)) is not None:
-            return stored
-        try:
-            pose = estimate_pose(video_path, layout=self.layout, persons=self.persons)
-        except StarError as err:
-            problems.append((UNREADABLE_VIDEO, str(err)))
-            return None
-        self.poses_estimated += 1
-        if not pose.found:
+        keypoints = self.pose_store.get(key) if self.pose_store is not None else None
+        if keypoints is None:
+            try:
+                keypoints = estimate_pose(video_path, layout=self.layout, persons=self.persons).keypoints
+            except StarError as err:
+                problems.append((UNREADABLE_VIDEO, str(err)))
+                return None
+            self.poses_estimated += 1
+            if self.pose_store is not None:
+                self.pose_store.put(key, keypoints)
+        if not (keypoints[..., 2] > 0).any():  # the same reason whether estimated now or read back from the store
             problems.append((EMPTY_SKELETON, f"the pose estimator found nobody in the video's "
-                                             f"{pose.keypoints.shape[0]} frames"))
-        if self.pose_store is not None:
-            self.pose_store.put(key, pose.keypoints)
-        return pose.keypoints
+                                             f"{keypoints.shape[0]} frames"))
+        return keypoints
 
 
 def _read_layout(path: Path) -> tuple[JointLayout, int, str]:
