@@ -73,26 +73,25 @@ def measure(scale: Scale, *, dim: int, heads: int, reps: int, device: torch.devi
     shape = (scale.batch, scale.frames, scale.tokens, dim)
     x = torch.randn(shape, device=device)
     x_grad = x.clone().requires_grad_()
-    grad_out = torch.randn(shape, device=device)
     modules = {name: cls(dim, heads).to(device) for name, (cls, _) in MODULES.items()}
+    if products:  # the attention product alone, on q, k, v as FAttn and as ZAttn/BAttn shape them (module docstring)
+        heads_dim = dim // heads
+        full, half = scale.frames * scale.tokens, scale.frames * scale.tokens // 2
+        modules["FAttn product"] = _Product(scale.batch, heads, full, heads_dim, device=device)
+        modules["ZAttn/BAttn product"] = _Product(2 * scale.batch, heads, half, heads_dim, device=device)
+    # One output gradient per module, of its own output's shape, made before any timing.
+    grad_outs = {name: torch.randn(getattr(module, "out_shape", shape), device=device)
+                 for name, module in modules.items()}
 
-    def forward(module: torch.nn.Module) -> None:
+    def forward(name: str) -> None:
         with torch.no_grad():
-            module(x)
+            modules[name](x)
 
-    def forward_backward(module: torch.nn.Module) -> None:
-        module.zero_grad(set_to_none=True)
+    def forward_backward(name: str) -> None:
+        modules[name].zero_grad(set_to_none=True)
         x_grad.grad = None
-        out = module(x_grad)
-        out.backward(grad_out if out.shape == grad_out.shape else torch.ones_like(out))
+        modules[name](x_grad).backward(grad_outs[name])
 
-    # The attention product alone, on q, k, v as FAttn and as ZAttn/BAttn shape them (see the module docstring).
-    heads_dim = dim // heads
-    full, half = scale.frames * scale.tokens, scale.frames * scale.tokens // 2
-    qkv = {"FAttn product": [torch.randn(scale.batch, heads, full, heads_dim, device=device) for _ in range(3)],
-           "ZAttn/BAttn product": [torch.randn(2 * scale.batch, heads, half, heads_dim, device=device) for _ in range(3)]}
-    if products:
-        modules |= {name: _Product([t.requires_grad_() for t in tensors]) for name, tensors in qkv.items()}
     times: dict[tuple[str, str], list[float]] = {(name, mode): [] for name in modules for mode in ("fwd", "fwdbwd")}
     calls: dict[tuple[str, str], int] = {}  # calls per timing, so that a timing lasts at least MIN_TIMING seconds
     for rep in range(reps + 1):  # repetition 0 is the warm-up
@@ -102,7 +101,7 @@ def measure(scale: Scale, *, dim: int, heads: int, reps: int, device: torch.devi
             order = list(modules) if rep % 2 else list(reversed(modules))
             for name in order:
                 count = calls.get((name, mode), 1)
-                elapsed = _timed(lambda: [fn(modules[name]) for _ in range(count)], device) / count
+                elapsed = _timed(lambda: [fn(name) for _ in range(count)], device) / count
                 if rep == 0:
                     calls[(name, mode)] = max(1, math.ceil(MIN_TIMING / elapsed))
                 else:
@@ -111,11 +110,12 @@ def measure(scale: Scale, *, dim: int, heads: int, reps: int, device: torch.devi
 
 
 class _Product(torch.nn.Module):
-    """The attention product of fixed q, k, v (leaf tensors, so backward reaches them), timed like a module."""
+    """The attention product of fixed random q, k, v (leaf tensors, so backward reaches them), timed like a module."""
 
-    def __init__(self, qkv: list[torch.Tensor]) -> None:
+    def __init__(self, batch: int, heads: int, length: int, head_dim: int, *, device: torch.device) -> None:
         super().__init__()
-        self.qkv = qkv
+        self.out_shape = (batch, heads, length, head_dim)
+        self.qkv = [torch.randn(self.out_shape, device=device, requires_grad=True) for _ in range(3)]
 
     def forward(self, _x: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.scaled_dot_product_attention(*self.qkv)
