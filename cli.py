@@ -81,16 +81,17 @@ _LimitOpt = Annotated[Optional[int], typer.Option(help="Only the first N samples
 _QuantOpt = Annotated[bool, typer.Option("--8bit/--float16", help="Store maps as 8-bit with per-channel scales.")]
 _RetryOpt = Annotated[bool, typer.Option(help="Try failed samples again.")]
 _DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")]
+_ModalityOpt = Annotated[str, typer.Option(help="both or rgb: backbone features (decodes the videos); pose: the full-rate skeletons only (no video, no backbone: seconds).")]
 
 
 def _extract_config(dataset, root, out, index, benchmark, frames, size, crop, weights, batch_size, workers,
-                    unit_size, limit, quantize, retry_failed, device):
+                    unit_size, limit, quantize, retry_failed, device, modality):
     from pipeline.extract import ExtractConfig
 
     config = ExtractConfig(dataset=dataset, root=root, out=out, index=index, benchmark=benchmark, frames=frames,
                            size=size, crop=crop, weights=weights, batch_size=batch_size, workers=workers,
                            unit_size=unit_size, limit=limit, quantize=quantize, retry_failed=retry_failed,
-                           device=device)
+                           device=device, modality=modality)
     config.check()
     return config
 
@@ -107,20 +108,22 @@ def extract(dataset: _DatasetOpt, root: _RootOpt, out: _OutOpt, index: _IndexOpt
             frames: _FramesOpt = 16, size: _SizeOpt = 224, crop: _CropOpt = "full",
             weights: _WeightsOpt = "kinetics400", batch_size: _BatchOpt = 4, workers: _WorkersOpt = 2,
             unit_size: _UnitOpt = DEFAULT_UNIT_SIZE, limit: _LimitOpt = None, quantize: _QuantOpt = False,
-            retry_failed: _RetryOpt = False, device: _DeviceOpt = "auto",
+            retry_failed: _RetryOpt = False, device: _DeviceOpt = "auto", modality: _ModalityOpt = "both",
             dask_address: Annotated[Optional[str], typer.Option(help="Run units on this Dask scheduler (tcp://HOST:PORT).")] = None,
             dask_workers: Annotated[Optional[int], typer.Option(help="Run units on a local Dask cluster of N processes.")] = None,
             verbose: Annotated[bool, typer.Option(help="Show Prefect's and Dask's logs.")] = False) -> None:
-    """Stage 1: index a dataset and cache MC3-18 features in zarr. Exit 0: all done; 3: some samples failed."""
+    """Stage 1: index a dataset and cache MC3-18 features (or, with --modality pose, its skeletons) in zarr. Exit 0: all done; 3: some samples failed."""
     config = _extract_config(dataset, root, out, index, benchmark, frames, size, crop, weights, batch_size, workers,
-                             unit_size, limit, quantize, retry_failed, device)
+                             unit_size, limit, quantize, retry_failed, device, modality)
     if dask_address is not None and dask_workers is not None:
         raise StarError("Give either --dask-address or --dask-workers, not both")
     _prefect_logs(verbose)
+    from contextlib import nullcontext
+
     from flows.extract import run_extract
     from pipeline.progress import CacheProgress
 
-    with CacheProgress(config.out):
+    with nullcontext() if config.skeletons_only else CacheProgress(config.out):  # skeletons take seconds
         summary = run_extract(config, dask_address=dask_address, dask_workers=dask_workers)
     typer.echo(summary.format())
     raise typer.Exit(summary.exit_code)
@@ -157,10 +160,10 @@ def schedule_extract(dataset: _DatasetOpt, root: _RootOpt, out: _OutOpt,
                      size: _SizeOpt = 224, crop: _CropOpt = "full", weights: _WeightsOpt = "kinetics400",
                      batch_size: _BatchOpt = 4, workers: _WorkersOpt = 2, unit_size: _UnitOpt = DEFAULT_UNIT_SIZE,
                      limit: _LimitOpt = None, quantize: _QuantOpt = False, retry_failed: _RetryOpt = False,
-                     device: _DeviceOpt = "auto") -> None:
+                     device: _DeviceOpt = "auto", modality: _ModalityOpt = "both") -> None:
     """Serve the extract flow as a deployment with a cron schedule; each run extracts only what is new."""
     config = _extract_config(dataset, root, out, index, benchmark, frames, size, crop, weights, batch_size, workers,
-                             unit_size, limit, quantize, retry_failed, device)
+                             unit_size, limit, quantize, retry_failed, device, modality)
     if not os.environ.get("PREFECT_API_URL"):
         raise StarError("Scheduled runs need a Prefect server: start one with `prefect server start` and export "
                         "PREFECT_API_URL=http://127.0.0.1:4200/api")

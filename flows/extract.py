@@ -49,11 +49,21 @@ def unit_task(config: ExtractConfig, unit: int) -> UnitReport:
     return report
 
 
+@task(name="skeletons", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def skeletons_task(config: ExtractConfig, seconds_before: float) -> ExtractSummary:
+    return stage.extract_skeletons(config, seconds_before=seconds_before)
+
+
 @flow(name=FLOW_NAME, task_runner=ThreadPoolTaskRunner(max_workers=stage.UNITS_IN_FLIGHT), log_prints=False)
 def extract_flow(config: ExtractConfig) -> dict:
-    """Refresh the index, extract every pending sample into the cache, and return the summary as JSON."""
+    """Refresh the index, extract every pending sample into the cache (or write the skeleton cache), and return
+    the summary as JSON."""
     started = time.perf_counter()
     index_task(config)  # the plan reads the index this task refreshes
+    if config.skeletons_only:
+        summary = skeletons_task(config, time.perf_counter() - started)
+        get_run_logger().info(summary.format())
+        return summary.to_json()
     plan = plan_task(config)
     get_run_logger().info("%d pending samples in %d units", plan.pending, len(plan.units))
     futures = [unit_task.submit(config, unit) for unit in plan.units]
@@ -82,8 +92,9 @@ def run_extract(config: ExtractConfig, *, dask_address: str | None = None,
     runner = task_runner(dask_address=dask_address, dask_workers=dask_workers)
     result = extract_flow.with_options(task_runner=runner)(config)
     failures = [tuple(item) for item in result.pop("failures")]
+    warnings = [tuple(item) for item in result.pop("pose_warnings")]
     result.pop("exit_code")
-    return ExtractSummary(**{**result, "failures": failures})
+    return ExtractSummary(**{**result, "failures": failures, "pose_warnings": warnings})
 
 
 def serve_extract(config: ExtractConfig, *, cron: str, name: str) -> None:

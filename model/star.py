@@ -90,6 +90,7 @@ class ModelConfig:
     joint_position: str = "fourier"  # "linear": a Linear of the raw (x, y, confidence)
     frames: int = 16  # T of the clips (the temporal embedding's length; the trainer takes it from the cache)
     modality: str = "both"  # "rgb": frames only (GG tokens); "pose": skeleton only (joint positions)
+    joint_channels: int = 3  # per-joint input: (x, y, confidence) on maps; 2 per skeleton stream + 1 from a skeleton cache
 
     def __post_init__(self) -> None:
         for name in ("num_classes", "persons", "num_joints", "dim", "depth", "heads", "local_channels", "global_channels", "frames"):
@@ -105,6 +106,8 @@ class ModelConfig:
         for name in ("dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
+        if self.joint_channels < 2:
+            raise ValueError(f"joint_channels must be at least 2 (coordinates and a confidence), got {self.joint_channels}.")
         if self.mlp_ratio <= 0 or self.heatmap_sigma <= 0:
             raise ValueError("mlp_ratio and heatmap_sigma must be positive.")
 
@@ -150,9 +153,11 @@ class STAR(nn.Module):
         frames: int,
         joint_position: str,
         modality: str,
+        joint_channels: int,
     ) -> None:
         super().__init__()
         self.joint_tokens = persons * num_joints  # N
+        self.joint_channels = joint_channels
         self.local_channels = local_channels
         self.global_channels = global_channels
         self.heatmap_sigma = heatmap_sigma
@@ -167,6 +172,7 @@ class STAR(nn.Module):
             frames=frames if temporal_embedding else None,
             joint_position=joint_position,
             modality=modality,
+            joint_channels=joint_channels,
         )
         stage = dict(depth=depth, dim=dim, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout, norm=norm,
                      attention_dropout=attention_dropout)
@@ -202,8 +208,18 @@ class STAR(nn.Module):
         """Pooled class-token features (B, D)."""
         self._check_inputs(local, global_, heatmaps, joints)
         z = self.aggregator(local, global_, heatmaps, joints)  # (B, T, S, D), eq. (1)-(4)
+        return self._pool(z, grid_tokens=self.aggregator.grid_tokens(global_.shape[-2:]))
+
+    def forward_skeleton(self, joints: Tensor) -> Tensor:
+        """Logits (B, num_classes) of a pose-modality model from skeleton features (B, T, N, joint_channels)."""
+        if tuple(joints.shape[2:]) != (self.joint_tokens, self.joint_channels):
+            raise ValueError(f"skeleton features have shape {tuple(joints.shape)}, expected (B, T, {self.joint_tokens}, "
+                             f"{self.joint_channels}): check that the skeleton cache and the model config agree.")
+        z = self.aggregator.forward_skeleton(joints)  # (B, T, S, D), eq. (2)-(4) without GG tokens
+        return self.forward_head(self._pool(z, grid_tokens=0))
+
+    def _pool(self, z: Tensor, *, grid_tokens: int) -> Tensor:
         z = self.norm(self.decoder(self.encoder(z)))  # (B, T, S, D), eq. (11)-(14) per layer
-        grid_tokens = self.aggregator.grid_tokens(global_.shape[-2:])
         cls = z[:, :, self.class_token_positions(grid_tokens=grid_tokens)]  # (B, T, K, D)
         # "The multi-class tokens output by STAR-transformer are combined into a single class token by averaging."
         return cls.mean(dim=(1, 2))  # (B, D)

@@ -11,7 +11,7 @@ Choices where the paper is silent:
   features around the joint. A joint with confidence <= 0 (missing) gives an all-zero map; otherwise the
   map is not scaled by confidence (confidence reaches the model through the position projection).
 - Joint position `pos` (eq. 3): a learned embedding per (person, joint) slot plus a projection of the
-  joint's position. `joint_position="fourier"` (default) projects sin/cos features of (x/w', y/h') at
+  joint's position (and, for skeleton features, of every coordinate channel given: `joint_channels`). `joint_position="fourier"` (default) projects sin/cos features of (x/w', y/h') at
   geometric frequencies from pi to 16 pi rad per map width (the sine position encoding of DETR and NeRF,
   applied to continuous coordinates) and the confidence; `"linear"` projects the raw (x/w', y/h',
   confidence). Measured: the raw coordinates vary by a few tenths across an action, so a linear
@@ -29,7 +29,9 @@ Choices where the paper is silent:
 Modalities (`modality`), for measuring what each input brings; "both" is STAR:
 - "rgb": GG tokens and the class tokens only; no JM tokens (the skeleton is not used at all).
 - "pose": JM tokens from the joint positions alone (`pos`: slot embedding + position projection, no pooled
-  local features) and the class tokens; no GG tokens (the frames are not used at all).
+  local features) and the class tokens; no GG tokens (the frames are not used at all). `forward_skeleton`
+  takes skeleton features (B, T, N, C) directly (normalised joints, bones, motions and the confidence
+  last, built by the data pipeline), so a skeleton-only model needs no maps at all.
 The token layout keeps its order with the absent part left out, so class token positions follow from the counts.
 
 Two additions the paper does not have, each one option away from its literal form:
@@ -111,6 +113,7 @@ class TokenAggregator(nn.Module):
         frames: int | None = None,
         joint_position: str = "fourier",
         modality: str = "both",
+        joint_channels: int = 3,
     ) -> None:
         super().__init__()
         if joint_position not in JOINT_POSITIONS:
@@ -133,8 +136,10 @@ class TokenAggregator(nn.Module):
         self.frequencies = max(dim // 4, 1) if joint_position == "fourier" else 0
         if self.joint_tokens:
             self.joint_embed = nn.Parameter(torch.zeros(self.joint_tokens, dim))  # pos: one vector per (person, joint)
-            # pos: position features -> D; Fourier: 4F sin/cos features + confidence, linear: (x/w', y/h', confidence)
-            self.position_proj = nn.Linear(4 * self.frequencies + 1 if self.frequencies else 3, dim)
+            # pos: position features -> D; Fourier: 2F sin/cos features per coordinate channel + confidence, linear: the
+            # C channels as they are ((x/w', y/h', confidence) on cached maps)
+            coordinates = joint_channels - 1
+            self.position_proj = nn.Linear(2 * self.frequencies * coordinates + 1 if self.frequencies else joint_channels, dim)
             # The joint slot embedding starts at unit scale, like nn.Embedding and like the normalised tokens it is
             # added to (at std 0.02 the joints are nearly anonymous at first).
             nn.init.normal_(self.joint_embed, std=1.0)
@@ -166,32 +171,54 @@ class TokenAggregator(nn.Module):
         """S = P + N + number of class tokens."""
         return grid_tokens + self.joint_tokens + len(self.class_token_positions(grid_tokens=grid_tokens))
 
-    def _position_features(self, joints: Tensor, *, map_hw: tuple[int, int]) -> Tensor:
-        """(B, T, N, 3) joints in cells -> (B, T, N, F_in) inputs of `position_proj`, zero for missing joints."""
-        map_h, map_w = map_hw
-        position = joints / joints.new_tensor([map_w, map_h, 1.0])  # (B, T, N, 3): x/w', y/h', confidence
+    def _position_features(self, joints: Tensor, *, map_hw: tuple[int, int] | None) -> Tensor:
+        """(B, T, N, C) joints -> (B, T, N, F_in) inputs of `position_proj`, zero for missing joints.
+
+        The last channel is the confidence. With `map_hw` the joints are (x, y, confidence) in cells and become
+        (x/w', y/h', confidence); without it the coordinate channels are taken as they are (normalised skeleton
+        features, `forward_skeleton`).
+        """
+        coords, confidence = joints[..., :-1], joints[..., -1:]
+        if map_hw is not None:
+            map_h, map_w = map_hw
+            coords = coords / coords.new_tensor([map_w, map_h])  # (B, T, N, 2): x/w', y/h'
         if self.frequencies:
-            position = torch.cat((fourier_features(position[..., :2], frequencies=self.frequencies), position[..., 2:]), dim=-1)
-        visible = joints[..., 2:] > 0  # (B, T, N, 1); NaN confidence counts as missing
-        return torch.where(visible, position, torch.zeros((), dtype=joints.dtype, device=joints.device))
+            coords = fourier_features(coords, frequencies=self.frequencies)  # (B, T, N, 2F (C - 1))
+        visible = confidence > 0  # (B, T, N, 1); NaN confidence counts as missing
+        return torch.where(visible, torch.cat((coords, confidence), dim=-1), torch.zeros((), dtype=joints.dtype, device=joints.device))
 
     def forward(self, local: Tensor, global_: Tensor, heatmaps: Tensor, joints: Tensor) -> Tensor:
         batch, frames = global_.shape[:2]
+        self._check_frames(frames)
+        empty = global_.new_zeros(batch, frames, 0, self.class_tokens.shape[-1])  # (B, T, 0, D): a part left out
+        grid = self.grid_norm(self.grid_proj(global_.flatten(3).transpose(2, 3))) if self.uses_grid else empty  # (B, T, P, D)
+        joint = empty
+        if self.joint_tokens:
+            position = self.position_proj(self._position_features(joints, map_hw=tuple(heatmaps.shape[-2:])))  # (B, T, N, D)
+            if self.uses_maps:  # eq. (1), (3): T_j + pos
+                joint = self.joint_norm(self.joint_proj(joint_map_tokens(local, heatmaps))) + self.joint_embed + position
+            else:  # pos alone
+                joint = self.joint_embed + position
+        return self._assemble(grid, joint)
+
+    def forward_skeleton(self, joints: Tensor) -> Tensor:
+        """Z (B, T, S, D) of the pose modality from skeleton features (B, T, N, C), the confidence last."""
+        if self.uses_grid or not self.joint_tokens:
+            raise ValueError(f"skeleton features alone feed the pose modality only; this aggregator is modality={self.modality!r}.")
+        self._check_frames(joints.shape[1])
+        joint = self.joint_embed + self.position_proj(self._position_features(joints, map_hw=None))  # (B, T, N, D)
+        return self._assemble(joint.new_zeros(*joint.shape[:2], 0, joint.shape[-1]), joint)
+
+    def _check_frames(self, frames: int) -> None:
         if self.frame_embed is not None and frames != len(self.frame_embed):
             raise ValueError(
                 f"this STAR model learned a temporal embedding for T={len(self.frame_embed)} frames but got clips of "
                 f"T={frames}; sample {len(self.frame_embed)} frames per clip (or train a model for T={frames})."
             )
-        map_h, map_w = heatmaps.shape[-2:]
-        empty = global_.new_zeros(batch, frames, 0, self.class_tokens.shape[-1])  # (B, T, 0, D): a part left out
-        grid = self.grid_norm(self.grid_proj(global_.flatten(3).transpose(2, 3))) if self.uses_grid else empty  # (B, T, P, D)
-        joint = empty
-        if self.joint_tokens:
-            position = self.position_proj(self._position_features(joints, map_hw=(map_h, map_w)))  # (B, T, N, D)
-            if self.uses_maps:  # eq. (1), (3): T_j + pos
-                joint = self.joint_norm(self.joint_proj(joint_map_tokens(local, heatmaps))) + self.joint_embed + position
-            else:  # pos alone
-                joint = self.joint_embed + position
+
+    def _assemble(self, grid: Tensor, joint: Tensor) -> Tensor:
+        """GG tokens (B, T, P, D) and JM tokens (B, T, N, D), either possibly empty, with the class tokens -> Z."""
+        batch, frames = grid.shape[:2]
         cls = self.class_tokens.expand(batch, frames, -1, -1)  # (B, T, K, D): one copy per frame
         if self.multi_class:
             # eq. (2)-(4): [CLS_glob, T_g] + [CLS_joint, T_j + pos] + [CLS_total]

@@ -58,6 +58,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 _CHECKPOINT_KEYS = {"model": dict, "model_config": dict, "fingerprint": dict, "class_names": list, "config": dict}
 _FINGERPRINT_KEYS = ("frames", "input_size", "crop", "layout", "weights")
+_SKELETON_FINGERPRINT_KEYS = ("kind", "dataset", "class_names", "layout")  # a skeleton cache's (pipeline/extract.py)
+
+
+def is_skeleton_checkpoint(state: dict[str, Any]) -> bool:
+    """Trained on a skeleton cache: a pose model fed skeleton features, with no maps or backbone behind it."""
+    return state["fingerprint"].get("kind") == "skeletons"
 
 
 def _check_checkpoint(state: dict[str, Any], path: Path) -> None:
@@ -65,7 +71,8 @@ def _check_checkpoint(state: dict[str, Any], path: Path) -> None:
     for key, kind in _CHECKPOINT_KEYS.items():
         if not isinstance(state.get(key), kind):
             raise StarError(f"checkpoint {path} is damaged: '{key}' is missing or not a {kind.__name__}")
-    missing = [key for key in _FINGERPRINT_KEYS if key not in state["fingerprint"]]
+    needed = _SKELETON_FINGERPRINT_KEYS if is_skeleton_checkpoint(state) else _FINGERPRINT_KEYS
+    missing = [key for key in needed if key not in state["fingerprint"]]
     if missing:
         raise StarError(f"checkpoint {path} is damaged: its feature fingerprint lacks {', '.join(missing)}")
     try:

@@ -23,6 +23,8 @@ class ClipClassifier(nn.Module):
         self.backbone = backbone
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if "local" not in batch and "video" not in batch:  # skeleton features (pipeline.skeletons)
+            return self._skeleton_logits(batch["joints"])
         if "video" in batch:
             if self.backbone is None:
                 raise StarError("a video batch needs a backbone: build the classifier with backbone=MC3_18Backbone(...)")
@@ -30,6 +32,15 @@ class ClipClassifier(nn.Module):
         # Cached maps arrive as the float16 they are stored in (half the bytes to read, copy and transfer).
         local, global_, heatmaps = (batch[name].float() for name in ("local", "global", "heatmaps"))
         return self.star(local, global_, heatmaps, batch["joints"])
+
+    def _skeleton_logits(self, joints: torch.Tensor) -> torch.Tensor:
+        """(B, T, N, C) -> logits; (B, K, T, N, C), K samplings of each clip -> log of their mean probabilities."""
+        if joints.dim() == 4:
+            return self.star.forward_skeleton(joints)
+        batch, clips = joints.shape[:2]
+        logits = self.star.forward_skeleton(joints.flatten(0, 1)).float()  # (B * K, classes)
+        probabilities = logits.softmax(dim=-1).view(batch, clips, -1).mean(dim=1)  # (B, classes)
+        return probabilities.clamp_min(torch.finfo(probabilities.dtype).tiny).log()
 
 
 def batch_to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

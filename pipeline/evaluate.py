@@ -29,7 +29,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from pipeline.cache import FeatureCache
 from pipeline.checkpoints import check_fingerprint, load_trained_model, read_checkpoint
 from pipeline.classifier import autocast_context, batch_to_device
 from pipeline.data import (
@@ -43,6 +42,7 @@ from pipeline.devices import resolve_device
 from pipeline.errors import StarError
 from pipeline.files import write_atomically
 from pipeline.index import default_index_path
+from pipeline.skeletons import skeleton_dataset
 
 TOP_K = 5
 OTHER_CLASSES = "other classes"
@@ -302,13 +302,17 @@ def evaluate_checkpoint(
     state = read_checkpoint(checkpoint)
     meta = read_cache_meta(cache)
     check_fingerprint(expected=state["fingerprint"], actual=meta.fingerprint, what=f"evaluate {checkpoint}")
-    store = FeatureCache.open(meta.path, mode="r")
+    store = meta.open()
     split_name = cache_split_name(store, benchmark=state.get("benchmark", "") if benchmark is None else benchmark, split=split)
     rows = done_rows(store, split_name=split_name)
     if not rows.size:
         raise StarError(f"the cache {meta.path} has no extracted (done) samples in split {split_name!r}: run `star extract` to fill it")
     end_to_end = state.get("stage") == "end_to_end"
-    if end_to_end:
+    test_clips = int(state["config"].get("test_clips", 1))
+    if meta.skeletons:
+        dataset = skeleton_dataset(cache=store, rows=rows, cfg=state["config"], layout=meta.layout, train=False,
+                                   test_clips=test_clips)
+    elif end_to_end:
         index_path = Path(index) if index else default_index_path(cache_path=meta.path, dataset=str(meta.fingerprint.get("dataset", "")))
         dataset = VideoClips(index_path=index_path, sample_ids=store.sample_ids[rows], spec=meta.clip_spec)
     else:
@@ -325,6 +329,8 @@ def evaluate_checkpoint(
         "epoch": state.get("epoch"),
         "stage": state.get("stage", "cache"),
         "modality": state["model_config"].get("modality", "both"),
+        "clips_in_split": int(np.sum(store.split(split_name))),  # scored: num_samples; the rest failed extraction
+        "test_clips": test_clips if meta.skeletons else 1,
     }
     target = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"eval-{split_name}"
     files = write_report_files(report, out_dir=target, meta=info)
@@ -334,9 +340,11 @@ def evaluate_checkpoint(
 def format_evaluation(result: EvaluationResult) -> str:
     """Human-readable summary: headline metrics, then the per-class table."""
     report = result.report
+    meta = result.meta
+    samplings = f", {meta['test_clips']} samplings per clip" if meta.get("test_clips", 1) > 1 else ""
     lines = [
-        f"{result.meta['checkpoint']} on {result.meta['split']} ({report.num_samples} clips, {len(report.per_class)} classes present; "
-        f"model inputs: {result.meta['modality']})",
+        f"{meta['checkpoint']} on {meta['split']}: scored {report.num_samples}/{meta['clips_in_split']} clips of the split "
+        f"({len(report.per_class)} classes present; model inputs: {meta['modality']}{samplings})",
         f"  top-1 {report.top1:.2%}   top-5 {report.top5:.2%}   mean per-class accuracy {report.mean_class_accuracy:.2%}   loss {report.loss:.4f}",
         f"  {'class':<40} {'support':>7} {'accuracy':>9} {'precision':>9}",
     ]

@@ -9,6 +9,10 @@
                           heatmaps, and write the unit (data first, done-mask last)
     summarize(cfg)        counts, failures and throughput from the cache itself
 
+With `modality="pose"` the stage writes a skeleton cache instead (`pipeline.skeleton_cache`): the index is
+refreshed the same way, then `extract_skeletons` copies every selected sample's full-rate skeleton into the
+store. No frame is decoded and no backbone runs, so the dataset's videos need not exist.
+
 `flows/extract.py` wraps these in Prefect tasks; tests and benchmarks call them directly. Decoding overlaps the
 backbone in two ways: a unit decodes its next clips in a thread pool while a batch is on the backbone, and when two
 units run at once (Prefect's thread pool) a process-wide lock keeps one backbone call at a time, so one unit decodes
@@ -44,6 +48,7 @@ from pipeline.datasets.records import (
     OK,
     POSE_IN_FRAME_FAIL,
     POSE_IN_FRAME_WARN,
+    SKELETON_USABLE,
     DatasetReader,
 )
 from pipeline.devices import resolve_device
@@ -56,10 +61,12 @@ from pipeline.index import (
     check_index_file,
     default_index_path,
 )
+from pipeline.skeleton_cache import SkeletonSample, check_skeleton_target, content_digest, write_skeleton_cache
 
 # Bump when a code change alters the values written to the cache: stores from older code are then refused.
 EXTRACT_VERSION = 1
 DATASETS = ("ntu60", "ntu120", "penn", "folder")
+MODALITIES = ("both", "rgb", "pose")  # both, rgb: the feature cache (it serves both); pose: a skeleton cache
 DEFAULT_HEATMAP_SIGMA = ModelConfig.heatmap_sigma  # local-map cells: the maps the model's defaults expect
 EXIT_OK, EXIT_FAILED_SAMPLES = 0, 3
 
@@ -85,6 +92,11 @@ class ExtractConfig:
     quantize: bool = False  # opt-in 8-bit maps with per-channel scales
     retry_failed: bool = False
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    modality: str = "both"  # "pose": skeletons only, no frames decoded and no backbone (see the module docstring)
+
+    @property
+    def skeletons_only(self) -> bool:
+        return self.modality == "pose"
 
     @property
     def spec(self) -> ClipSpec:
@@ -102,6 +114,8 @@ class ExtractConfig:
         """One-line errors for options that cannot work, before anything is started."""
         if self.dataset not in DATASETS:
             raise StarError(f"Unknown dataset {self.dataset!r}: use one of {', '.join(DATASETS)}")
+        if self.modality not in MODALITIES:
+            raise StarError(f"Unknown modality {self.modality!r}: use both or rgb (a feature cache) or pose (skeletons only)")
         if not Path(self.root).exists():
             raise StarError(f"Dataset root {self.root} does not exist")
         if self.crop not in CROP_MODES:
@@ -152,6 +166,9 @@ def preflight(cfg: ExtractConfig) -> None:
     cfg.check()
     reader = read_dataset(cfg.dataset, Path(cfg.root))
     check_index_file(cfg.index_path, dataset=cfg.dataset)
+    if cfg.skeletons_only:
+        check_skeleton_target(cfg.out, fingerprint=skeleton_fingerprint(cfg, reader))
+        return
     layout = CacheLayout.for_mc3_18(frames=cfg.frames, input_size=cfg.size, persons=reader.persons,
                                     num_joints=reader.layout.num_joints)
     FeatureCache.check_target(cfg.out, fingerprint=fingerprint(cfg, reader), layout=layout, quantize=cfg.quantize)
@@ -182,7 +199,24 @@ def plan(cfg: ExtractConfig) -> Plan:
     """
     index = AnnotationIndex(cfg.index_path)
     status = np.asarray(index.status)
-    selected = status != LISTED_MISSING_SKELETON
+    rows, skipped = selected_rows(cfg, index)
+    splits = split_masks(index, rows)
+    layout = CacheLayout.for_mc3_18(frames=cfg.frames, input_size=cfg.size, persons=index.persons,
+                                    num_joints=index.layout.num_joints)
+    cache = FeatureCache.create_or_open(
+        cfg.out, fingerprint=fingerprint(cfg, index), layout=layout,
+        sample_ids=np.asarray(index.sample_ids)[rows], labels=np.asarray(index.labels)[rows], splits=splits,
+        unit_size=cfg.unit_size, quantize=cfg.quantize)
+    pending = cache.pending(retry_failed=cfg.retry_failed)
+    in_frame = np.asarray(index.pose_in_frame)[rows]
+    warnings = int(np.sum((status[rows] == OK) & (in_frame < POSE_IN_FRAME_WARN)))
+    return Plan(units=cache.pending_units(retry_failed=cfg.retry_failed), samples=len(cache),
+                pending=int(pending.size), skipped=skipped, pose_warnings=warnings)
+
+
+def selected_rows(cfg: ExtractConfig, index: AnnotationIndex) -> tuple[np.ndarray, int]:
+    """Index rows to cache (the benchmark's, the first --limit) and how many are skipped as officially missing."""
+    selected = np.asarray(index.status) != LISTED_MISSING_SKELETON
     skipped = int(np.sum(~selected))
     if cfg.benchmark is not None:
         if cfg.benchmark not in index.benchmarks:
@@ -195,19 +229,54 @@ def plan(cfg: ExtractConfig) -> Plan:
     if rows.size == 0:
         raise StarError(f"No samples to extract under {cfg.root} (dataset {cfg.dataset}); check --root and "
                         "--benchmark")
-    splits = {f"{bench}-{part}": np.asarray(index.split_mask(bench, part))[rows]
-              for bench in index.benchmarks for part in sorted(set(index.splits(bench)) - {""})}
-    layout = CacheLayout.for_mc3_18(frames=cfg.frames, input_size=cfg.size, persons=index.persons,
-                                    num_joints=index.layout.num_joints)
-    cache = FeatureCache.create_or_open(
-        cfg.out, fingerprint=fingerprint(cfg, index), layout=layout,
-        sample_ids=np.asarray(index.sample_ids)[rows], labels=np.asarray(index.labels)[rows], splits=splits,
-        unit_size=cfg.unit_size, quantize=cfg.quantize)
-    pending = cache.pending(retry_failed=cfg.retry_failed)
+    return rows, skipped
+
+
+def split_masks(index: AnnotationIndex, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """"<benchmark>-<part>" -> membership mask over `rows`, for every benchmark and part of the index."""
+    return {f"{bench}-{part}": np.asarray(index.split_mask(bench, part))[rows]
+            for bench in index.benchmarks for part in sorted(set(index.splits(bench)) - {""})}
+
+
+def skeleton_fingerprint(cfg: ExtractConfig, index: AnnotationIndex | DatasetReader) -> dict:
+    """What determines a skeleton cache's values; a store built with a different one is refused."""
+    return {
+        "kind": "skeletons",
+        "dataset": cfg.dataset,
+        "coordinates": "original-frame pixels",
+        "extract_version": EXTRACT_VERSION,
+        "class_names": list(index.class_names),
+        "layout": {"name": index.layout.name, "joint_names": list(index.layout.joint_names),
+                   "flip_pairs": [list(p) for p in index.layout.flip_pairs], "bones": [list(b) for b in index.layout.bones]},
+    }
+
+
+def extract_skeletons(cfg: ExtractConfig, *, seconds_before: float = 0.0) -> ExtractSummary:
+    """Write the skeleton cache of the selected samples of the fresh index (skeletons only: no video is read)."""
+    started = time.perf_counter()
+    index = AnnotationIndex(cfg.index_path)
+    rows, skipped = selected_rows(cfg, index)
+    status, details = np.asarray(index.status), np.asarray(index.details)
+    samples = []
+    for row in rows.tolist():
+        usable = status[row] in SKELETON_USABLE
+        reason = "" if usable else (f"{status[row]}: {details[row]}" if details[row] else str(status[row]))
+        samples.append(SkeletonSample(sample_id=str(index.sample_ids[row]), label=int(index.labels[row]),
+                                      skeleton=index.skeleton(row) if usable else None,
+                                      frame_size=(int(index.width[row]), int(index.height[row])), failure=reason))
+    digest = content_digest([str(index.fingerprints[row]) for row in rows.tolist()])
+    written = write_skeleton_cache(cfg.out, fingerprint=skeleton_fingerprint(cfg, index), persons=index.persons,
+                                   num_joints=index.layout.num_joints, samples=samples, splits=split_masks(index, rows),
+                                   digest=digest)
     in_frame = np.asarray(index.pose_in_frame)[rows]
-    warnings = int(np.sum((status[rows] == OK) & (in_frame < POSE_IN_FRAME_WARN)))
-    return Plan(units=cache.pending_units(retry_failed=cfg.retry_failed), samples=len(cache),
-                pending=int(pending.size), skipped=skipped, pose_warnings=warnings)
+    warned = [(samples[i].sample_id, float(in_frame[i])) for i in range(len(rows))
+              if not samples[i].failure and in_frame[i] < POSE_IN_FRAME_WARN]
+    failures = [(s.sample_id, s.failure) for s in samples if s.failure]
+    return ExtractSummary(out=cfg.out, samples=len(samples), done=len(samples) - len(failures), failed=len(failures),
+                          pending=0, skipped=skipped, failures=failures,
+                          seconds=seconds_before + time.perf_counter() - started,
+                          clips_done_now=len(samples) - len(failures) if written else 0, index_warnings=len(warned),
+                          modality="pose", pose_warnings=warned)
 
 
 @dataclass(frozen=True)
@@ -329,6 +398,8 @@ class ExtractSummary:
     empty_heatmaps: int = 0  # done clips without a visible joint on the local map
     mostly_empty_heatmaps: int = 0  # done clips with most visible joints off the map
     index_warnings: int = 0  # usable samples with part of their pose outside the video frame
+    modality: str = "both"  # "pose": a skeleton cache
+    pose_warnings: list[tuple[str, float]] = field(default_factory=list)  # skeleton caches: (sample_id, share inside)
 
     @property
     def exit_code(self) -> int:
@@ -337,11 +408,19 @@ class ExtractSummary:
 
     def format(self, *, max_failures: int = 10) -> str:
         rate = self.clips_done_now / self.seconds if self.seconds > 0 else 0.0
-        lines = [f"cache {self.out}: {self.done} done, {self.failed} failed, {self.pending} pending of "
+        kind = "skeleton cache" if self.modality == "pose" else "cache"
+        lines = [f"{kind} {self.out}: {self.done} done, {self.failed} failed, {self.pending} pending of "
                  f"{self.samples} samples ({self.skipped} skipped: on the official missing-skeleton list)",
-                 f"this run: {self.clips_done_now} clips in {self.seconds:.1f} s ({rate:.2f} clips/s)",
-                 f"joint heat maps: {heatmap_report(self.empty_heatmaps, self.mostly_empty_heatmaps)}"]
-        if self.index_warnings:
+                 f"this run: {self.clips_done_now} clips in {self.seconds:.1f} s ({rate:.2f} clips/s)"]
+        if self.modality == "pose":
+            if self.pose_warnings:
+                shown = ", ".join(f"{sample_id} ({share:.0%})" for sample_id, share in self.pose_warnings[:5])
+                more = f" and {len(self.pose_warnings) - 5} more" if len(self.pose_warnings) > 5 else ""
+                lines.append(f"warning: {len(self.pose_warnings)} sample(s) have visible joints outside their frames, "
+                             f"kept as annotated (share inside): {shown}{more}")
+        else:
+            lines.append(f"joint heat maps: {heatmap_report(self.empty_heatmaps, self.mostly_empty_heatmaps)}")
+        if self.index_warnings and self.modality != "pose":
             lines.append(f"warning: {self.index_warnings} usable sample(s) have only {POSE_IN_FRAME_FAIL:.0%}-"
                          f"{POSE_IN_FRAME_WARN:.0%} of their visible joints inside the video frame")
         for sample_id, reason in self.failures[:max_failures]:
@@ -369,6 +448,8 @@ def extract(cfg: ExtractConfig) -> ExtractSummary:
     started = time.perf_counter()
     preflight(cfg)
     refresh_index(cfg)
+    if cfg.skeletons_only:
+        return extract_skeletons(cfg, seconds_before=time.perf_counter() - started)
     work = plan(cfg)
     with ThreadPoolExecutor(max_workers=UNITS_IN_FLIGHT, thread_name_prefix="star-unit") as units:
         reports = list(units.map(functools.partial(run_unit, cfg), work.units))

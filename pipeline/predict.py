@@ -79,7 +79,7 @@ def read_pose(path: str | os.PathLike, *, layout: JointLayout, persons: int, fra
     if suffix == ".skeleton":
         skeleton = read_ntu_skeleton(path, frame_size=frame_size, persons=persons)
     elif suffix == ".mat":
-        skeleton = read_penn_labels(path)[2]
+        skeleton = read_penn_labels(path).skeleton
     elif suffix in (".npz", ".json"):
         skeleton = read_pose_file(path, layout=layout, persons=persons)
     else:

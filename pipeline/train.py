@@ -38,7 +38,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from model.star import ModelConfig, build_model
 from pipeline.backbone import backbone_from_fingerprint
-from pipeline.cache import FeatureCache
 from pipeline.checkpoints import (
     CHECKPOINT_FORMAT,
     check_fingerprint,
@@ -77,6 +76,7 @@ from pipeline.optimization import (
 from pipeline.rng import restore_rng_state, seed_everything
 from pipeline.run_log import ProgressBar, RunLog, epoch_line
 from pipeline.sampling import WindowSampler
+from pipeline.skeletons import skeleton_dataset, skeleton_spec
 from pipeline.train_config import (
     VAL_FROM_TRAIN,
     TrainConfig,
@@ -107,9 +107,9 @@ class TrainResult:
 
 
 def _datasets(*, cfg: TrainConfig, meta: CacheMeta) -> tuple[Dataset, Dataset | None, str, str]:
-    """Train and validation datasets (cached maps, or video in end-to-end mode), the benchmark name and where the
-    validation samples come from."""
-    cache = FeatureCache.open(meta.path, mode="r")
+    """Train and validation datasets (cached maps, skeletons, or video in end-to-end mode), the benchmark name and
+    where the validation samples come from."""
+    cache = meta.open()
     train_name = cache_split_name(cache, benchmark=cfg.benchmark, split=cfg.train_split)
     benchmark = train_name.removesuffix(f"-{cfg.train_split}") if train_name != cfg.train_split else ""
     names = {"train": train_name}
@@ -122,14 +122,21 @@ def _datasets(*, cfg: TrainConfig, meta: CacheMeta) -> tuple[Dataset, Dataset | 
             raise StarError(f"the cache {meta.path} has no extracted (done) samples in split {name!r}: run `star extract` to fill it{hint}")
     validation = f"split {names['val']}" if "val" in names else "none"
     if cfg.val_split == VAL_FROM_TRAIN:
-        ids["train"], ids["val"] = carve_validation(ids["train"], fraction=cfg.val_fraction)
+        row_of = {sample_id: row for row, sample_id in enumerate(cache.sample_ids.tolist())}
+        labels = cache.labels[[row_of[sample_id] for sample_id in ids["train"].tolist()]]
+        ids["train"], ids["val"] = carve_validation(ids["train"], fraction=cfg.val_fraction, labels=labels)
         names["val"] = train_name
-        validation = f"{len(ids['val'])} samples carved from split {train_name} ({cfg.val_fraction:g} of its performers)"
+        validation = f"{len(ids['val'])} samples carved from split {train_name} ({cfg.val_fraction:g} of its performers, or of each class's samples)"
     augment = ClipAugment(hflip=cfg.hflip, joint_dropout=cfg.joint_dropout)
     built: dict[str, Dataset] = {}
     for role, name in names.items():
         train_role = role == "train"
-        if cfg.end_to_end:
+        if meta.skeletons:
+            if cfg.end_to_end:
+                raise StarError(f"the cache {meta.path} holds skeletons only: end-to-end training decodes video, so it needs a feature cache")
+            rows = np.flatnonzero(np.isin(cache.sample_ids, np.asarray(ids[role])))
+            built[role] = skeleton_dataset(cache=cache, rows=rows, cfg=cfg, layout=meta.layout, train=train_role)
+        elif cfg.end_to_end:
             index_path = Path(cfg.index) if cfg.index else default_index_path(cache_path=meta.path, dataset=str(meta.fingerprint.get("dataset", "")))
             if not index_path.is_file():
                 raise StarError(f"end-to-end training decodes video through the annotation index, and {index_path} does not exist: pass --index")
@@ -360,8 +367,13 @@ def _set_up(cfg: TrainConfig, *, resume: bool) -> _Run:
     if init is not None:
         check_fingerprint(expected=init["fingerprint"], actual=meta.fingerprint, what=f"--init {cfg.init}")
     train_set, val_set, benchmark, validation = _datasets(cfg=cfg, meta=meta)
-    model_cfg = model_config(cfg, num_classes=len(meta.class_names), persons=meta.persons, num_joints=meta.num_joints,
-                             frames=meta.clip_spec.frames)
+    if meta.skeletons:
+        spec = skeleton_spec(cfg)
+        model_cfg = model_config(cfg, num_classes=len(meta.class_names), persons=meta.persons, num_joints=meta.num_joints,
+                                 frames=spec.frames, joint_channels=spec.channels)
+    else:
+        model_cfg = model_config(cfg, num_classes=len(meta.class_names), persons=meta.persons, num_joints=meta.num_joints,
+                                 frames=meta.clip_spec.frames)
     differing = differing_keys(init["model_config"], dataclasses.asdict(model_cfg)) if init is not None else []
     if differing:
         shapes = describe_differences(init["model_config"], dataclasses.asdict(model_cfg), differing, names=("--init", "this run"))

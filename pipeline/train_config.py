@@ -85,6 +85,15 @@ class TrainConfig:
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     hflip: float = 0.0  # flip probability; off by default: it swaps left/right, which changes lateralised classes
     joint_dropout: float = 0.0  # probability of hiding each joint (confidence 0, empty heatmap)
+    # Skeleton caches (`star extract --modality pose`): sampling, features and augmentation at training time
+    # (pipeline/skeletons.py). A feature cache fixes T at extraction and takes none of these but hflip and
+    # joint_dropout.
+    frames: int = 16  # T sampled from each full-rate skeleton (a random frame per segment when training)
+    streams: tuple[str, ...] = ("joint",)  # pose features: joint, bone, joint_motion, bone_motion
+    rotate: float = 0.0  # largest random rotation, degrees
+    scale: float = 0.0  # random scale per axis in [1 - scale, 1 + scale]
+    shift: float = 0.0  # largest random shift per axis, in half person extents
+    test_clips: int = 1  # samplings averaged per clip by `star evaluate` (validation during training uses 1)
     seed: int = 0
     workers: int = 2  # DataLoader worker processes per training process
     amp: bool = True  # bf16 autocast, used on CUDA only
@@ -154,9 +163,18 @@ def config_from_dict(values: dict[str, Any], *, source: str = "config") -> Train
     return cfg
 
 
-def model_config(cfg: TrainConfig, *, num_classes: int, persons: int, num_joints: int, frames: int) -> ModelConfig:
-    """The model of a run: `cfg.model` overrides, with the sizes the data imposes (a conflicting override is an error)."""
+def model_config(cfg: TrainConfig, *, num_classes: int, persons: int, num_joints: int, frames: int,
+                 joint_channels: int | None = None) -> ModelConfig:
+    """The model of a run: `cfg.model` overrides, with the sizes the data imposes (a conflicting override is an error).
+
+    `joint_channels` is given for a skeleton cache, which feeds the pose modality only.
+    """
     imposed = {"num_classes": num_classes, "persons": persons, "num_joints": num_joints, "frames": frames}
+    if joint_channels is not None:
+        if cfg.model.get("modality", "pose") != "pose":
+            raise StarError(f"the cache {cfg.cache} holds skeletons only (`star extract --modality pose`), so it cannot "
+                            f"train --modality {cfg.model['modality']}: train --modality pose, or extract a feature cache")
+        imposed |= {"modality": "pose", "joint_channels": joint_channels}
     conflicts = [f"{key}={cfg.model[key]} (the data has {value})" for key, value in imposed.items() if key in cfg.model and cfg.model[key] != value]
     if conflicts:
         raise StarError(f"model options {', '.join(conflicts)} contradict the cache; remove them, they are read from the cache")
@@ -203,7 +221,9 @@ def validate_config(cfg: TrainConfig) -> None:
     for name in ("hflip", "joint_dropout", "label_smoothing", "min_lr_ratio"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise StarError(f"{name} must be between 0 and 1, got {getattr(cfg, name)}")
-    for name in ("weight_decay", "warmup_epochs", "grad_clip", "workers", "backbone_lr_scale"):
+    if cfg.test_clips < 1:
+        raise StarError(f"test_clips must be >= 1, got {cfg.test_clips}")
+    for name in ("weight_decay", "warmup_epochs", "grad_clip", "workers", "backbone_lr_scale", "rotate", "scale", "shift"):
         if getattr(cfg, name) < 0:
             raise StarError(f"{name} must not be negative, got {getattr(cfg, name)}")
 

@@ -4,11 +4,16 @@ Layout: `<root>/frames/NNNN/NNNNNN.jpg` and `<root>/labels/NNNN.mat`, `root` bei
 the `Penn_Action` folder (a folder holding `Penn_Action/` works too). The frame folder is the
 sample's video (see `pipeline.video`, frame folders). Each `.mat` is read with `scipy.io.loadmat`:
 `action` (class string), `x`, `y` (nframes, 13) pixel coordinates, `visibility` (nframes, 13),
-`train` (1 train / -1 test: the "penn" benchmark), `nframes`. Missing fields, wrong shapes, or
-`nframes` disagreeing with `x` make the sample `malformed_skeleton`.
+`train` (1 train / -1 test: the "penn" benchmark), `nframes`, and `dimensions` ([H W nframes]: the
+frame size when the frames are absent, as in a labels-only copy). Missing fields, wrong shapes, NaN or
+infinite coordinates, or `nframes` disagreeing with `x` make the sample `malformed_skeleton`; a file
+with no joint marked visible in any frame (there is one among the real training files) is
+`empty_skeleton`.
 
 Confidence: a visible joint 1.0; an invisible one 0.5 (annotated but occluded, like Kinect's
-"inferred"), or 0.0 when its position is not finite or outside the frame (nothing to point at).
+"inferred"), or 0.0 when it lies outside the frame (nothing to point at). Penn's annotations are
+defined on its own frames, so visible joints past the border (annotators marked some far outside)
+are a warning, never a reason to drop the sample.
 
 Class order is fixed here in the order of the stored strings, not computed
 with `sorted()` at load time, so label numbers never depend on which classes a copy happens to hold.
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +31,7 @@ import scipy.io
 from scipy.io.matlab import MatReadError
 
 from pipeline.datasets.records import (
+    EMPTY_SKELETON,
     MALFORMED_SKELETON,
     MISSING_SKELETON,
     UNKNOWN_LABEL,
@@ -98,26 +105,30 @@ class PennReader:
     def load(self, source: SampleSource) -> SampleRecord:
         problems: list[tuple[str, str]] = []
         video = probe_for_record(source.video_path, problems)
-        label, class_name, splits, skeleton = -1, "", {}, None
+        label, class_name, splits, skeleton, frame_size = -1, "", {}, None, None
         mat_path = source.annotation_path
         if mat_path is None or not mat_path.exists():
             problems.append((MISSING_SKELETON, f"label file not found: {mat_path}"))
         else:
             try:
-                action, train, skeleton = read_penn_labels(mat_path)
+                labels = read_penn_labels(mat_path)
             except StarError as err:
                 problems.append((MALFORMED_SKELETON, str(err)))
             else:
-                class_name = action
-                splits = {BENCHMARK: "train" if train else "test"}
-                if action in PENN_CLASSES:
-                    label = PENN_CLASSES.index(action)
+                class_name, skeleton = labels.action, labels.skeleton
+                splits = {BENCHMARK: "train" if labels.train else "test"}
+                if labels.action in PENN_CLASSES:
+                    label = PENN_CLASSES.index(labels.action)
                 else:
-                    problems.append((UNKNOWN_LABEL, f"action {action!r} is not one of the 15 Penn Action classes"))
-                if video is not None:
+                    problems.append((UNKNOWN_LABEL, f"action {labels.action!r} is not one of the 15 Penn Action classes"))
+                if not (skeleton[..., 2] == 1.0).any():
+                    problems.append((EMPTY_SKELETON, f"no joint is marked visible in any of the {len(skeleton)} frames"))
+                frame_size = (video.width, video.height) if video is not None else labels.frame_size
+                if frame_size is not None:
+                    width, height = frame_size
                     outside = (
-                        (skeleton[..., 0] < 0) | (skeleton[..., 0] >= video.width)
-                        | (skeleton[..., 1] < 0) | (skeleton[..., 1] >= video.height)
+                        (skeleton[..., 0] < 0) | (skeleton[..., 0] >= width)
+                        | (skeleton[..., 1] < 0) | (skeleton[..., 1] >= height)
                     )  # fmt: skip
                     skeleton[..., 2][outside & (skeleton[..., 2] < 1.0)] = 0.0
         return assemble_record(
@@ -131,11 +142,23 @@ class PennReader:
             layout=self.layout,
             persons=self.persons,
             problems=problems,
+            frame_size=frame_size,
+            pose_on_own_frames=True,
         )
 
 
-def read_penn_labels(path: Path) -> tuple[str, bool, np.ndarray]:
-    """(action string, is_train, skeleton (nframes, 1, 13, 3) float32) from one Penn Action `.mat` file."""
+@dataclass(frozen=True)
+class PennLabels:
+    """What one Penn Action `.mat` file says about its clip."""
+
+    action: str
+    train: bool
+    skeleton: np.ndarray  # (nframes, 1, 13, 3) float32, (x, y, confidence) in frame pixels
+    frame_size: tuple[int, int] | None  # (width, height) from `dimensions`; None when the file lacks it
+
+
+def read_penn_labels(path: Path) -> PennLabels:
+    """The action, split, skeleton and frame size of one Penn Action `.mat` file."""
     try:
         mat = scipy.io.loadmat(str(path))
     except (MatReadError, OSError, ValueError, IndexError, TypeError, zlib.error) as err:
@@ -161,13 +184,24 @@ def read_penn_labels(path: Path) -> tuple[str, bool, np.ndarray]:
     train = _scalar(mat, "train", path)
     if train not in (1, -1):
         raise StarError(f"Penn Action label file {path}: train is {train}, expected 1 (train) or -1 (test).")
+    for field, value in (("x", x), ("y", y)):
+        bad = int(np.sum(~np.isfinite(value)))
+        if bad:
+            raise StarError(f"Penn Action label file {path}: '{field}' holds {bad} NaN or infinite coordinate(s).")
     skeleton = np.zeros((x.shape[0], 1, joints, 3), np.float32)  # (frames, persons=1, 13, xyc)
     skeleton[:, 0, :, 0] = x
     skeleton[:, 0, :, 1] = y
     skeleton[:, 0, :, 2] = np.where(visibility > 0, 1.0, INVISIBLE_CONFIDENCE)
-    unusable = ~np.isfinite(skeleton[..., :2]).all(-1)  # (frames, 1, 13)
-    skeleton[unusable] = 0.0
-    return action[0].strip(), train == 1, skeleton
+    return PennLabels(action=action[0].strip(), train=train == 1, skeleton=skeleton,
+                      frame_size=_frame_size(mat, nframes))
+
+
+def _frame_size(mat: dict, nframes: int) -> tuple[int, int] | None:
+    """(width, height) from `dimensions` = [H W nframes]; None when absent or not three positive numbers."""
+    dims = np.asarray(mat.get("dimensions", [])).ravel()
+    if dims.size != 3 or not np.issubdtype(dims.dtype, np.number) or not np.all(np.isfinite(dims)) or np.any(dims < 1):
+        return None
+    return int(dims[1]), int(dims[0])
 
 
 def _scalar(mat: dict, field: str, path: Path) -> int:

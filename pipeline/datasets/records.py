@@ -11,14 +11,20 @@ frames, all persons) inside the frame, 0 <= x < width and 0 <= y < height. Below
 frame, which is what a pose file in another pixel space looks like (NTU colour coordinates read as
 pixels of a downscaled video give ~0; a person who walks out of view loses a few joints, not half).
 Between that and `POSE_IN_FRAME_WARN` (0.9) the sample stays usable and is counted as a warning.
+A dataset whose annotations are by definition on its own frames (Penn Action: annotators marked joints
+past the border) passes `pose_on_own_frames=True`: there the share is only ever a warning, since such
+a pose cannot be in another pixel space.
 
 A record whose status is not "ok" is still a record: the index stores it with the reason, so one bad
 sample never stops a build and nothing is dropped silently. Statuses, in the order a reader checks
 them (the first that applies wins, `detail` says more): `listed_missing_skeleton` (on the official
-NTU list), `missing_video`, `unreadable_video`, `missing_skeleton`, `malformed_skeleton` (truncated,
-wrong counts, non-numeric, wrong shape), `empty_skeleton` (no frame holds a person), `pose_outside_frame` (see above), `unknown_label`,
-`frame_mismatch` (skeleton and video frame counts differ beyond `pipeline.clips.frames_agree`), and
-`removed` (the files vanished after an earlier build; the index keeps the row so row numbers stay stable).
+NTU list), `missing_skeleton`, `malformed_skeleton` (truncated, wrong counts, non-numeric, NaN or
+infinite coordinates, wrong shape), `empty_skeleton` (no frame holds a visible joint), `pose_outside_frame`
+(see above), `unknown_label`, `missing_video`, `unreadable_video`, `frame_mismatch` (skeleton and video
+frame counts differ beyond `pipeline.clips.frames_agree`), and `removed` (the files vanished after an
+earlier build; the index keeps the row so row numbers stay stable). The annotation's problems come before
+the video's, so a status in `SKELETON_USABLE` says that the skeleton and the label are sound: what a
+skeleton-only cache needs.
 """
 
 from __future__ import annotations
@@ -47,9 +53,10 @@ FRAME_MISMATCH = "frame_mismatch"  # skeleton and video frame counts differ beyo
 REMOVED = "removed"  # the sample's files vanished after an earlier build; its row is kept
 
 STATUSES = (
-    OK, LISTED_MISSING_SKELETON, MISSING_VIDEO, UNREADABLE_VIDEO, MISSING_SKELETON, MALFORMED_SKELETON,
-    EMPTY_SKELETON, POSE_OUTSIDE_FRAME, UNKNOWN_LABEL, FRAME_MISMATCH, REMOVED,
+    OK, LISTED_MISSING_SKELETON, MISSING_SKELETON, MALFORMED_SKELETON, EMPTY_SKELETON, POSE_OUTSIDE_FRAME,
+    UNKNOWN_LABEL, MISSING_VIDEO, UNREADABLE_VIDEO, FRAME_MISMATCH, REMOVED,
 )  # fmt: skip
+SKELETON_USABLE = (OK, MISSING_VIDEO, UNREADABLE_VIDEO, FRAME_MISMATCH)  # the skeleton and label are sound
 POSE_IN_FRAME_FAIL = 0.5  # below this share of visible joints inside the frame a sample fails
 POSE_IN_FRAME_WARN = 0.9  # below this (and at least POSE_IN_FRAME_FAIL) it is counted as a warning
 
@@ -183,18 +190,25 @@ def assemble_record(
     layout: JointLayout,
     persons: int,
     problems: list[tuple[str, str]],
+    frame_size: tuple[int, int] | None = None,
+    pose_on_own_frames: bool = False,
 ) -> SampleRecord:
-    """The record with its status: the first problem in STATUSES order; all problems in `detail`."""
+    """The record with its status: the first problem in STATUSES order; all problems in `detail`.
+
+    `frame_size` (width, height) is the frames' size when the video is absent but the annotation knows it;
+    `pose_on_own_frames` makes a pose partly outside the frame a warning only (see the module docstring).
+    """
     problems = list(problems)
     if skeleton is None:
         skeleton = empty_skeleton(persons, layout.num_joints)
     elif not any(p[0] in (MISSING_SKELETON, MALFORMED_SKELETON, EMPTY_SKELETON) for p in problems):
         if skeleton.shape[0] == 0 or not (skeleton[..., 2] > 0).any():
-            problems.append((EMPTY_SKELETON, f"no person in any of the skeleton's {skeleton.shape[0]} frames"))
+            problems.append((EMPTY_SKELETON, f"no visible joint in any of the skeleton's {skeleton.shape[0]} frames"))
     video_frames = video.frames if video is not None else 0
-    in_frame = pose_in_frame(skeleton, width=video.width, height=video.height) if video is not None else float("nan")
-    if video is not None and (reason := pose_outside_frame_reason(skeleton, width=video.width, height=video.height,
-                                                                  share=in_frame)):
+    width, height = (video.width, video.height) if video is not None else frame_size or (0, 0)
+    in_frame = pose_in_frame(skeleton, width=width, height=height)
+    if not pose_on_own_frames and (reason := pose_outside_frame_reason(skeleton, width=width, height=height,
+                                                                       share=in_frame)):
         problems.append((POSE_OUTSIDE_FRAME, reason))
     if video is not None and skeleton.shape[0] and not frames_agree(video_frames, skeleton.shape[0]):
         problems.append(
@@ -209,8 +223,8 @@ def assemble_record(
         video_path=video_path,
         num_frames=video_frames,
         fps=video.fps if video is not None else 0.0,
-        width=video.width if video is not None else 0,
-        height=video.height if video is not None else 0,
+        width=width,
+        height=height,
         skeleton=np.ascontiguousarray(skeleton, dtype=np.float32),
         layout=layout,
         usable_frames=usable_frames(video_frames, skeleton.shape[0]),

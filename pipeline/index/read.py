@@ -18,7 +18,9 @@ from pipeline.layouts import JointLayout
 
 # Bump whenever what a reader stores for the same files changes (parser, body selection, columns):
 # an index with another version refreshes every row on the next build.
-FORMAT_VERSION = 2  # 2: NTU colour coordinates mapped to the video's frame size, pose_in_frame column
+# 2: NTU colour coordinates mapped to the video's frame size, pose_in_frame column; 3: annotation problems ranked
+# before video problems, Penn Action's frame size from its labels and its joints past the border kept
+FORMAT_VERSION = 3
 
 
 POSE_CHUNK_FRAMES = 256  # one chunk ~ 8 NTU clips; small enough that skeleton(i) reads little extra
@@ -147,6 +149,11 @@ class AnnotationIndex:
     @property
     def details(self) -> np.ndarray:
         return self._column("detail")
+
+    @property
+    def fingerprints(self) -> np.ndarray:
+        """Per row, the fingerprint of the sample's source files: it changes when they do."""
+        return self._column("fingerprint")
 
     @property
     def video_paths(self) -> np.ndarray:
