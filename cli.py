@@ -137,9 +137,14 @@ app.add_typer(cache_app, name="cache")
 def cache_info(path: Annotated[str, typer.Argument(help="The zarr store.")],
                json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
                plot: Annotated[Optional[Path], typer.Option(help="Also draw the cache statistics into this PNG.")] = None) -> None:
-    """Samples done/failed/pending, the fingerprint, size on disk and bytes per clip."""
+    """Samples done/failed/pending, the fingerprint, size on disk and bytes per clip (skeleton caches: counts and splits)."""
     from pipeline.cache import FeatureCache
+    from pipeline.skeleton_cache import SkeletonCache, is_skeleton_cache
 
+    if is_skeleton_cache(path):
+        skeletons = SkeletonCache.open(path)
+        typer.echo(json.dumps(skeletons.info(), indent=2) if json_output else skeletons.format_info())
+        return
     info = FeatureCache.open(path).info()
     typer.echo(json.dumps(info.to_json(), indent=2) if json_output else info.format())
     if plot is not None:
@@ -180,7 +185,7 @@ _Opt = typer.Option
 def train(
     from_cache: Annotated[Optional[str], _Opt("--from-cache", "--cache", help="Feature cache written by `star extract`.")] = None,
     out: Annotated[Optional[str], _Opt(help="Run directory: config.json, metrics.jsonl, tensorboard/, last.pt, best.pt.")] = None,
-    config: Annotated[Optional[Path], _Opt(help="TOML or JSON config file (TrainConfig fields and a model table); options override it.")] = None,
+    config: Annotated[Optional[Path], _Opt(help="TOML or JSON config file (TrainConfig fields and a model table), or the name of a recipe in configs/ (penn-skeleton); options override it.")] = None,
     preset: Annotated[Optional[str], _Opt(help="paper (§4.1: SGD 2e-4, batch 4, 300 epochs) or small (AdamW 1e-3, cosine, 60 epochs).")] = None,
     resume: Annotated[bool, _Opt(help="Continue the run in --out from its last.pt, bit for bit on CPU.")] = False,
     epochs: Annotated[Optional[int], _Opt(help="Epochs (paper: 300).")] = None,
@@ -284,7 +289,7 @@ def pose(
 
 @app.command()
 def predict(
-    video: Annotated[Path, typer.Argument(help="A video file or a folder of frames.")],
+    video: Annotated[Path, typer.Argument(help="A video file or a folder of frames (for a checkpoint trained on a skeleton cache, the pose file alone will do).")],
     checkpoint: Annotated[Path, _Opt(help="A checkpoint of `star train`.")],
     pose: _PoseOpt = None,
     top: Annotated[int, _Opt(help="How many classes to print.")] = 5,
@@ -313,7 +318,7 @@ def explain(
     device: Annotated[str, _Opt(help="auto, cpu or cuda[:N].")] = "auto",
     json_output: Annotated[bool, _Opt("--json", help="Print the JSON only.")] = False,
 ) -> None:
-    """Attention rollout per frame (paper Fig. 6): frame_importance.png (frames, skeletons, bars) and explain.json."""
+    """Attention rollout per frame (paper Fig. 6): frame_importance.png (frames, skeletons, bars) and explain.json. For models trained on frames and maps (not on a skeleton cache)."""
     from pipeline.explain import explain as explain_video
 
     explanation = explain_video(video=video, pose=pose, checkpoint=checkpoint, compare=compare, out_dir=out, weights=weights, device=device)

@@ -31,12 +31,14 @@ from typing import Callable
 
 from benchmarks.crossmodal import SECTION as CROSSMODAL_SECTION
 from benchmarks.learning import SECTION as LEARNING_SECTION
+from benchmarks.penn import SECTION as PENN_SECTION
 
 HERE = Path(__file__).resolve().parent
 # learning.py and crossmodal.py train tens of models (an hour, and half of one, on 2 CPU cores): they run on their
-# own and write their own sections of RESULTS.md, which this runner keeps when it rewrites the file.
-NOT_BENCHMARKS = {"__init__", "__main__", "learning", "crossmodal"}
-KEPT_SECTIONS = (LEARNING_SECTION, CROSSMODAL_SECTION)
+# own and write their own sections of RESULTS.md, which this runner keeps when it rewrites the file. penn.py needs
+# the Penn Action labels: it runs when `--penn PATH` names them, after the others, and writes its own section too.
+NOT_BENCHMARKS = {"__init__", "__main__", "learning", "crossmodal", "penn"}
+KEPT_SECTIONS = (LEARNING_SECTION, CROSSMODAL_SECTION, PENN_SECTION)
 
 
 @dataclass(frozen=True)
@@ -222,9 +224,9 @@ def discover() -> list[str]:
     return sorted(path.stem for path in HERE.glob("*.py") if path.stem not in NOT_BENCHMARKS)
 
 
-def run_one(name: str, *, quick: bool) -> Run:
+def run_one(name: str, *, quick: bool, extra: tuple[str, ...] = ()) -> Run:
     spec = BENCHMARKS.get(name)
-    args = (spec.quick_args if quick else spec.args) if spec else ()
+    args = ((spec.quick_args if quick else spec.args) if spec else ()) + extra
     command = [sys.executable, "-m", f"benchmarks.{name}", *args]
     shown = " ".join(["python", "-m", f"benchmarks.{name}", *args])
     print(f"\n=== {shown}", flush=True)
@@ -317,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run in minutes, not the reported figures")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these benchmarks (names of benchmarks/*.py)")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md", help="where to write the results")
+    parser.add_argument("--penn", type=Path, metavar="PENN_ACTION",
+                        help="also run the Penn Action skeleton benchmark on this folder (its labels/ suffice)")
     args = parser.parse_args(argv)
     names = discover()
     if args.only:
@@ -329,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = [run_one(name, quick=args.quick) for name in names]
     path = write_results(runs, out=args.out, quick=args.quick, machine_info=machine_info, started=started,
                          partial=bool(args.only))
+    if args.penn is not None:  # writes its own section of the file just written
+        runs.append(run_one("penn", quick=False, extra=("--root", str(args.penn), "--out", str(args.out),
+                                                        *(("--quick",) if args.quick else ()))))
     print(f"\n{len(runs)} benchmark(s), {sum(run.exit_code != 0 for run in runs)} failed; results: {path}")
     for run in runs:
         for figure in run.figures:

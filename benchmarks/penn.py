@@ -1,6 +1,7 @@
 """STAR's pose stream on Penn Action's real skeletons: validation top-1 over seeds beside simple baselines, and speed.
 
     python -m benchmarks.penn --root path/to/Penn_Action          # the reported figures (about half an hour)
+    python -m benchmarks.penn --root path/to/Penn_Action --ablations --seeds 0   # each choice undone alone
     python -m benchmarks.penn --root tests/data/penn_action --quick
 
 Every figure comes from the training split only: the validation part is the one `star train` carves (the
@@ -32,6 +33,14 @@ SECTION = "## Penn Action skeletons"
 RECIPE = HERE.parent / "configs" / "penn-skeleton.toml"
 # The model of the first pose-only measurement on Penn (26 samples/s from a feature cache): 2 layers per stage, 128 wide.
 REFERENCE_MODEL = {"dim": 128, "depth": 2, "heads": 4}
+NO_AUGMENTATION = {"hflip": 0.0, "rotate": 0.0, "scale": 0.0, "shift": 0.0, "joint_dropout": 0.0}
+# name -> overrides of the recipe: one of its choices undone each.
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "joint stream only": {"streams": ["joint"]},
+    "joint + bone streams": {"streams": ["joint", "bone"]},
+    "no augmentation": NO_AUGMENTATION,
+    "linear joint position (no Fourier features)": {"model": {"joint_position": "linear"}},
+}
 
 
 def prepare(root: Path, workdir: Path) -> str:
@@ -79,7 +88,7 @@ def run_seed(cache_path: str, *, seed: int, workdir: Path, overrides: dict[str, 
     from pipeline.train_config import resolve_config
 
     cfg = resolve_config(config_file=RECIPE, overrides={"cache": cache_path, "out": str(workdir / f"seed{seed}"),
-                                                        "seed": seed, **overrides})
+                                                        "seed": seed, **overrides})  # a [model] override is merged
     started = time.perf_counter()
     result = train(cfg, show_progress=False)
     trained = time.perf_counter() - started
@@ -190,6 +199,29 @@ def training_speed(cache_path: str, *, model: dict[str, Any], streams: tuple[str
     return {"loader": loader_rate, "in_memory": memory_rate, "ratio": loader_rate / memory_rate}
 
 
+ABLATION_SECTION = "## Penn Action ablations"
+
+
+def ablations(cache_path: str, *, seeds: list[int], workdir: Path, quick: dict[str, Any], args: Any, cfg: Any) -> int:
+    """The recipe with one choice undone, on the same validation part; a section of its own in RESULTS.md."""
+    results: dict[str, list[dict[str, Any]]] = {}
+    for name, overrides in ABLATIONS.items():
+        for seed in seeds:
+            run = run_seed(cache_path, seed=seed, workdir=workdir / name.split(" (")[0].replace(" ", "-"),
+                           overrides={**overrides, **quick})
+            results.setdefault(name, []).append(run)
+            print(json.dumps({"ablation": name, **run}), flush=True)
+    command = f"python -m benchmarks.penn --root {args.root} --ablations --seeds {' '.join(map(str, seeds))}"
+    lines = [ABLATION_SECTION, "", f"`{command}`{' --quick (smoke run)' if args.quick else ''}; {machine_line('cpu')}; "
+             f"the recipe `configs/penn-skeleton.toml` with one choice undone, validation as in the section above "
+             f"({cfg.test_clips} samplings per clip, last epoch).", "",
+             "| recipe with | validation top-1 % | 1 sampling % | seconds per run | seeds |", "|---|---|---|---|---|",
+             *(f"| {name} | {_mean_std([r['top1'] for r in runs])} | {_mean_std([r['top1_one_clip'] for r in runs])} | "
+               f"{statistics.fmean([r['train_seconds'] for r in runs]):.0f} | {len(runs)} |" for name, runs in results.items())]
+    finish(lines, out=args.out, section=ABLATION_SECTION, json_path=args.json, payload={"ablations": results})
+    return 0
+
+
 def _mean_std(values: list[float]) -> str:
     mean = statistics.fmean(values) * 100
     return f"{mean:.1f} ± {statistics.stdev(values) * 100:.1f}" if len(values) > 1 else f"{mean:.1f}"
@@ -203,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md", help="RESULTS.md whose Penn section is replaced")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 2 epochs, a few speed steps")
+    parser.add_argument("--ablations", action="store_true",
+                        help=f"instead: the recipe with one choice undone, per seed ({'; '.join(ABLATIONS)})")
     args = parser.parse_args(argv)
     import torch
 
@@ -214,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     quick = {"epochs": 2, "val_fraction": 0.3, "test_clips": 2} if args.quick else {}
     cfg = resolve_config(config_file=RECIPE, overrides={"cache": cache_path, **quick})
     seeds = args.seeds[:1] if args.quick else args.seeds
+    if args.ablations:
+        return ablations(cache_path, seeds=seeds, workdir=args.workdir, quick=quick, args=args, cfg=cfg)
     runs = []
     for seed in seeds:
         runs.append(run_seed(cache_path, seed=seed, workdir=args.workdir, overrides=quick))

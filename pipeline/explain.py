@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from model.rollout import token_rollout
-from pipeline.checkpoints import load_trained_model, read_checkpoint
+from pipeline.checkpoints import is_skeleton_checkpoint, load_trained_model, read_checkpoint
 from pipeline.clips import ClipSpec
 from pipeline.devices import resolve_device
 from pipeline.differences import differing_keys
@@ -123,6 +123,9 @@ def explain(
     first (as FAttn in Fig. 6 (a)) and `checkpoint` below it.
     """
     states = [read_checkpoint(checkpoint)]
+    if is_skeleton_checkpoint(states[0]):
+        raise StarError(f"{checkpoint} was trained on a skeleton cache: explain draws the rollout over decoded frames "
+                        "and map tokens, which a skeleton-only model has not seen; use `star predict` for its classes")
     paths = [str(checkpoint)]
     if compare is not None:
         other = read_checkpoint(compare)

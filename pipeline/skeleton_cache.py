@@ -221,6 +221,27 @@ class SkeletonCache:
         """(frames, P, J, 3) float32 skeleton of cache row `row` (a view into the cache)."""
         return self.joints[self.offsets[row]:self.offsets[row + 1]]
 
+    def info(self) -> dict[str, Any]:
+        """What `star cache info` reports: counts, frames, splits, the fingerprint and the failures."""
+        return {"path": self.path, "kind": KIND, "samples": len(self), "done": int(self.done.sum()),
+                "failed": int((~self.done).sum()), "frames": int(self.offsets[-1]), "persons": self.persons,
+                "num_joints": self.num_joints, "splits": {name: int(self.split(name).sum()) for name in self.split_names},
+                "fingerprint": self.fingerprint, "failures": [list(item) for item in self.failed()]}
+
+    def format_info(self, *, max_failures: int = 20) -> str:
+        info = self.info()
+        splits = ", ".join(f"{name} {count}" for name, count in info["splits"].items())
+        lines = [f"Skeleton cache {self.path}",
+                 f"  samples: {info['samples']}  done: {info['done']}  failed: {info['failed']}",
+                 f"  full-rate skeletons: {info['frames']} frames of {info['persons']} x {info['num_joints']} joints",
+                 f"  splits: {splits or 'none'}",
+                 f"  dataset {self.fingerprint.get('dataset')}, layout {self.fingerprint['layout']['name']}, "
+                 f"{len(self.fingerprint['class_names'])} classes"]
+        if info["failures"]:
+            lines.append(f"  failures ({len(info['failures'])}):")
+            lines += [f"    {sample_id}: {reason}" for sample_id, reason in info["failures"][:max_failures]]
+        return "\n".join(lines)
+
     def failed(self) -> list[tuple[str, str]]:
         """(sample_id, reason) of every sample without a usable skeleton."""
         return [(str(self.sample_ids[row]), str(self.failures[row])) for row in np.flatnonzero(~self.done)]

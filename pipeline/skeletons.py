@@ -5,7 +5,7 @@ CTR-GCN), applied to STAR's pose tokens:
 
 1. Sampling: T equal segments of the clip's frames; training takes a random frame in each segment every epoch
    (`pipeline.clips.clip_indices`), evaluation averages the class probabilities of `test_clips` samplings
-   (the segment centres first, then random frames under fixed seeds: the same for every model).
+   (the segment centres first, then random frames under fixed seeds: the same for every model and clip).
 2. Normalisation, per clip: the centre of the box around every visible joint of the clip goes to 0 and half its
    longer side to 1, so features do not depend on the frame size or where the person stands, and the
    person's motion inside the clip is kept.
@@ -147,9 +147,10 @@ class SkeletonTransform:
             joints = augment_skeleton(joints, augment=augment, flip_permutation=self.flip_permutation, rng=rng)
         return skeleton_features(joints, streams=self.spec.streams, parents=self.parents)
 
-    def test_clips(self, skeleton: np.ndarray, *, clips: int, row: int) -> np.ndarray:
-        """(clips, T, N, C): the segment centres, then `clips - 1` random samplings under fixed seeds."""
-        return np.stack([self(skeleton, rng=None if k == 0 else np.random.default_rng((TEST_SEED, k, row)))
+    def test_clips(self, skeleton: np.ndarray, *, clips: int) -> np.ndarray:
+        """(clips, T, N, C): the segment centres, then `clips - 1` random samplings under fixed seeds (the same
+        draws for every clip, so `star predict` on a clip's skeleton sees what `star evaluate` saw)."""
+        return np.stack([self(skeleton, rng=None if k == 0 else np.random.default_rng((TEST_SEED, k)))
                          for k in range(clips)])
 
 
@@ -183,7 +184,7 @@ class SkeletonClips(Dataset):
         if self.train:
             joints = self.transform(skeleton, rng=np.random.default_rng((self.seed, self.epoch, row)), augment=self.augment)
         else:
-            joints = self.transform.test_clips(skeleton, clips=self.test_clips, row=row)
+            joints = self.transform.test_clips(skeleton, clips=self.test_clips)
         return {"joints": torch.from_numpy(joints), "label": torch.tensor(int(self.labels[index]), dtype=torch.int64)}
 
 

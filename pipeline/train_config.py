@@ -110,9 +110,20 @@ class TrainConfig:
     activation_checkpointing: bool = False  # recompute backbone stages in backward to save memory
 
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # the recipes shipped with STAR, one TOML file each
+
+
+def config_path(name: str | os.PathLike) -> Path:
+    """A config file's path: `name` as given, or a recipe of `configs/` by its name (`penn-skeleton`)."""
+    path = Path(name)
+    if not path.exists() and not path.suffix and (CONFIGS / f"{path.name}.toml").is_file() and path.name == str(name):
+        return CONFIGS / f"{path.name}.toml"
+    return path
+
+
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a TOML (.toml) or JSON (.json) training config into a plain dict."""
-    path = Path(path)
+    """Read a TOML (.toml) or JSON (.json) training config into a plain dict; a bare name is a recipe of configs/."""
+    path = config_path(path)
     text = read_text_file(path, what="config file")
     try:
         if path.suffix == ".toml":

@@ -20,6 +20,7 @@ from pipeline.synthetic import generate_ntu_dataset, generate_penn_dataset
 
 DATA_DIR = Path(__file__).parent / "data"
 REAL_NTU_VIDEO = DATA_DIR / "S001C001P001R001A001_rgb.avi"  # the real NTU clip: 1920x1080 H.264, 103 frames
+REAL_PENN_LABELS = DATA_DIR / "penn_action" / "labels"  # 47 real label files of Penn Action's training split
 
 
 @pytest.fixture(scope="session")
@@ -58,3 +59,27 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def real_penn_copy(root: Path, *, test_ids: tuple[str, ...] = ()) -> Path:
+    """`root`/Penn_Action with the real label files (labels only, no frames); `test_ids` rewritten as test videos."""
+    import scipy.io
+
+    labels = Path(shutil.copytree(REAL_PENN_LABELS, root / "Penn_Action" / "labels"))
+    for sample_id in test_ids:
+        mat = scipy.io.loadmat(labels / f"{sample_id}.mat")
+        mat["train"] = [[-1]]
+        scipy.io.savemat(labels / f"{sample_id}.mat", {k: v for k, v in mat.items() if not k.startswith("__")})
+    return root / "Penn_Action"
+
+
+@pytest.fixture
+def real_penn(tmp_path: Path) -> Path:
+    """A labels-only copy of the real Penn Action files, one of each class's three made a test video."""
+    import scipy.io
+
+    by_class: dict[str, list[str]] = {}
+    for path in sorted(REAL_PENN_LABELS.glob("*.mat")):
+        if path.stem not in ("1024", "1516"):
+            by_class.setdefault(str(scipy.io.loadmat(path)["action"][0]), []).append(path.stem)
+    return real_penn_copy(tmp_path, test_ids=tuple(ids[-1] for ids in by_class.values()))

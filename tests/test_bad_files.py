@@ -288,6 +288,7 @@ def test_a_broken_sample_file_fails_its_sample_with_the_file_named(world, tmp_pa
     report = build_index("ntu120", root, tmp_path / "index.h5")
     index = AnnotationIndex(tmp_path / "index.h5")
     row = index.index_of(SAMPLE)
-    assert index.status[row] == "unreadable_video" and SAMPLE in index.details[row]
-    assert report.status_counts == {"ok": len(index) - 1, "unreadable_video": 1}
-    assert "skeleton" in index.details[row].split(";", 1)[1]  # the skeleton's own reason comes second
+    # The annotation's problem ranks first (a skeleton-only cache needs to know it), the video's comes second.
+    assert index.status[row] == "malformed_skeleton" and SAMPLE in index.details[row]
+    assert report.status_counts == {"ok": len(index) - 1, "malformed_skeleton": 1}
+    assert "_rgb.avi" in index.details[row].split(";", 1)[1]

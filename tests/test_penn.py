@@ -31,8 +31,10 @@ def test_generated_labels_have_the_documented_field_shapes(synthetic_penn_root):
 
 def test_read_penn_labels(synthetic_penn_root):
     path = synthetic_penn_root / "labels" / "0002.mat"
-    action, train, skeleton = read_penn_labels(path)
+    labels = read_penn_labels(path)
+    action, train, skeleton = labels.action, labels.train, labels.skeleton
     mat = scipy.io.loadmat(path)
+    assert labels.frame_size == (96, 72)  # from `dimensions` = [H W nframes]
     assert action == "jumping_jacks" and train is False  # the second video of each class is a test video
     assert skeleton.shape == (int(mat["nframes"][0][0]), 1, 13, 3) and skeleton.dtype == np.float32
     assert np.allclose(skeleton[:, 0, :, 0], mat["x"]) and np.allclose(skeleton[:, 0, :, 1], mat["y"])

@@ -156,7 +156,9 @@ def test_the_real_1080p_clip_and_its_downscaled_copy(tmp_path):
     assert (x > 1000 / 1920 * 4 - 0.1).all() and (x < 1030 / 1920 * 4).all() and (y > 300 / 1080 * 4 - 0.1).all()
 
 
-def test_penn_and_custom_poses_in_another_pixel_space_fail(tmp_path):
+def test_penn_joints_past_the_border_are_kept_and_custom_poses_in_another_pixel_space_fail(tmp_path):
+    """Penn's annotations are on its own frames by definition (real files mark joints far outside): kept, with their
+    share inside measured; a custom folder's pose file in another pixel space still fails."""
     penn = tmp_path / "Penn_Action"
     generate_penn_dataset(penn, videos_per_class=2, frame_size=(96, 72), seed=0)
     label_file = sorted((penn / "labels").iterdir())[0]
@@ -166,8 +168,8 @@ def test_penn_and_custom_poses_in_another_pixel_space_fail(tmp_path):
     build_index("penn", penn, tmp_path / "penn.h5")
     index = AnnotationIndex(tmp_path / "penn.h5")
     row = index.index_of(label_file.stem)
-    assert index.status[row] == POSE_OUTSIDE_FRAME and "96x72 frame" in index.details[row]
-    assert (np.delete(np.asarray(index.status), row) == "ok").all()
+    assert (np.asarray(index.status) == "ok").all()
+    assert index.pose_in_frame[row] < 0.2 and (np.delete(np.asarray(index.pose_in_frame), row) > 0.9).all()
 
     custom = tmp_path / "custom"
     (custom / "poses").mkdir(parents=True)

@@ -106,11 +106,16 @@ def test_skipped_blocks_say_why(block):
 
 
 def test_the_runnable_blocks_run_in_order(tmp_path):
-    """The guide's commands, as a reader would paste them, in one folder: each block must exit 0."""
+    """The guide's commands, as a reader would paste them, in one folder: each block must exit 0. A block whose
+    first line sets PENN= runs on a small labels-only copy of real Penn Action files with a test split."""
+    from tests.conftest import real_penn_copy
+
     (tmp_path / "examples").symlink_to(REPO / "examples")
+    penn = real_penn_copy(tmp_path / "penn", test_ids=("0002", "0174", "0345", "0481", "0701"))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     for block in (b for b in BLOCKS if not b.skip):
-        script = "set -euo pipefail\n" + "\n".join(tiny(line) for line in block.text.splitlines())
+        lines = [f"PENN={penn}" if line.startswith("PENN=") else tiny(line) for line in block.text.splitlines()]
+        script = "set -euo pipefail\n" + "\n".join(lines)
         result = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
                                 timeout=900)
         assert result.returncode == 0, (
