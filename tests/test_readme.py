@@ -112,6 +112,7 @@ def test_the_runnable_blocks_run_in_order(tmp_path):
 
     (tmp_path / "examples").symlink_to(REPO / "examples")
     penn = real_penn_copy(tmp_path / "penn", test_ids=("0002", "0174", "0345", "0481", "0701"))
+    (penn / "labels" / "1516.mat").unlink()  # its failure makes `star extract` exit 3, which `set -e` would stop at
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     for block in (b for b in BLOCKS if not b.skip):
         lines = [f"PENN={penn}" if line.startswith("PENN=") else tiny(line) for line in block.text.splitlines()]

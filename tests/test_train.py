@@ -164,7 +164,7 @@ def test_default_validation_never_touches_the_test_split(toy_cache_path, tmp_pat
     assert TrainConfig().val_split == "auto"
     result = star("train", "--from-cache", toy_cache_path, "--out", out, "--epochs", 1, "--workers", 0, "--no-progress", *TINY_MODEL)
     assert result.exit_code == 0, result.output
-    assert "validation (val.*, best.pt): 2 samples carved from split toy-xsub-train (0.1 of its performers)" in result.output
+    assert "validation (val.*, best.pt): 2 samples carved from split toy-xsub-train (0.1 of its performers, or of each class's samples)" in result.output
     # The toy cache: 16 training samples of 16 performers (P000-P023), 8 test samples; 10 % of 16 performers -> 2.
     assert run_lines(out / "metrics.jsonl")[-1]["val.samples"] == 2
     assert json.loads((out / "config.json").read_text())["val_split"] == "auto"
