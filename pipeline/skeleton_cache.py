@@ -19,7 +19,6 @@ rows are unchanged writes nothing. Local paths only: the store is small, so remo
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -32,6 +31,8 @@ import zarr
 import zarr.storage
 from zarr.codecs import ZstdCodec
 
+from pipeline.cache import _json_roundtrip
+from pipeline.differences import describe_differences, differing_keys
 from pipeline.errors import StarError
 
 KIND = "skeletons"
@@ -103,11 +104,12 @@ def check_skeleton_target(path: str | os.PathLike, *, fingerprint: Mapping[str, 
     if not is_skeleton_cache(target):
         raise StarError(f"{target} holds something other than a skeleton cache (a feature cache of `star extract` "
                         "without --modality pose?): choose another --out")
-    stored = SkeletonCache.open(target).fingerprint
-    if stored != _plain(fingerprint):
-        keys = sorted(k for k in set(stored) | set(fingerprint) if stored.get(k) != _plain(fingerprint).get(k))
-        raise StarError(f"The skeleton cache at {target} was built with a different configuration ({', '.join(keys)}): "
-                        f"choose another --out, or delete {target} to rebuild it")
+    stored, wanted = SkeletonCache.open(target).fingerprint, _json_roundtrip(dict(fingerprint))
+    differing = differing_keys(stored, wanted)
+    if differing:
+        raise StarError(f"The skeleton cache at {target} was built with a different configuration: "
+                        f"{describe_differences(stored, wanted, differing, names=('stored', 'requested'), limit=100)}. "
+                        f"Choose another --out, or delete {target} to rebuild it")
 
 
 def _write(folder: Path, *, fingerprint: Mapping[str, Any], persons: int, num_joints: int,
@@ -136,7 +138,7 @@ def _write(folder: Path, *, fingerprint: Mapping[str, Any], persons: int, num_jo
                                    **({} if text else {"compressors": ZstdCodec()}))
         if values.size:
             array[...] = values
-    group.attrs.put({_META_KEY: {"kind": KIND, "format_version": FORMAT_VERSION, "fingerprint": _plain(fingerprint),
+    group.attrs.put({_META_KEY: {"kind": KIND, "format_version": FORMAT_VERSION, "fingerprint": _json_roundtrip(dict(fingerprint)),
                                  "persons": persons, "num_joints": num_joints, "splits": sorted(splits),
                                  "digest": digest}})
 
@@ -255,8 +257,3 @@ def _local(path: str | os.PathLike) -> str:
         raise StarError(f"skeleton caches are local folders (a few MB to GB); {text} is a URL: write it locally "
                         "and copy it where training runs")
     return os.path.abspath(os.path.expanduser(text))
-
-
-def _plain(values: Mapping[str, Any]) -> dict[str, Any]:
-    """What the attributes hold (tuples become lists), so stored and requested fingerprints compare equal."""
-    return json.loads(json.dumps(dict(values)))
