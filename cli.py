@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from typer.core import TyperGroup
 
-from pipeline.cache import DEFAULT_UNIT_SIZE
-from pipeline.errors import StarError
+from pipeline.core.errors import StarError
+from pipeline.extraction.store import DEFAULT_UNIT_SIZE
 
 
 class _StarGroup(TyperGroup):
@@ -45,22 +45,43 @@ def model_info(
     encoder: str | None = typer.Option(None, help="Encoder layer kind: FF, FZ or FB (model default: FZ)."),
     decoder: str | None = typer.Option(None, help="Decoder layer kind: FF, FZ or FB (model default: FB)."),
     single_class: bool = typer.Option(False, "--single-class", help="One class token (Table 3 ablation)."),
-    norm: str | None = typer.Option(None, help="Layer norm placement: pre or post (eq. 11-14 literally) (model default: pre)."),
-    init: str | None = typer.Option(None, help="Weight init: fan_in or vit (trunc-normal 0.02) (model default: fan_in)."),
-    token_norm: bool | None = typer.Option(None, "--token-norm/--no-token-norm", help="LayerNorm on the projected GG/JM tokens (model default: on)."),
-    temporal_embedding: bool | None = typer.Option(None, "--temporal-embedding/--no-temporal-embedding", help="Learned per-frame embedding (model default: on)."),
+    norm: str | None = typer.Option(
+        None, help="Layer norm placement: pre or post (eq. 11-14 literally) (model default: pre)."
+    ),
+    init: str | None = typer.Option(
+        None, help="Weight init: fan_in or vit (trunc-normal 0.02) (model default: fan_in)."
+    ),
+    token_norm: bool | None = typer.Option(
+        None, "--token-norm/--no-token-norm", help="LayerNorm on the projected GG/JM tokens (model default: on)."
+    ),
+    temporal_embedding: bool | None = typer.Option(
+        None, "--temporal-embedding/--no-temporal-embedding", help="Learned per-frame embedding (model default: on)."
+    ),
     frames: int = typer.Option(16, help="Frames per clip."),
     size: int = typer.Option(224, help="Input height = width in pixels (a multiple of 16)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Print parameter counts, token counts and attention FLOPs of a STAR model config."""
     from model.star import format_summary  # imports torch: only when needed
-    from pipeline.train_config import describe_model
+    from pipeline.training.config import describe_model
 
-    given = dict(persons=persons, num_joints=joints, dim=dim, depth=depth, heads=heads, encoder=encoder, decoder=decoder,
-                 norm=norm, init=init, token_norm=token_norm, temporal_embedding=temporal_embedding)
+    given = dict(
+        persons=persons,
+        num_joints=joints,
+        dim=dim,
+        depth=depth,
+        heads=heads,
+        encoder=encoder,
+        decoder=decoder,
+        norm=norm,
+        init=init,
+        token_norm=token_norm,
+        temporal_embedding=temporal_embedding,
+    )
     overrides = {name: value for name, value in given.items() if value is not None}
-    summary = describe_model(size=size, num_classes=num_classes, multi_class=not single_class, frames=frames, **overrides)
+    summary = describe_model(
+        size=size, num_classes=num_classes, multi_class=not single_class, frames=frames, **overrides
+    )
     typer.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
 
 
@@ -68,30 +89,71 @@ def model_info(
 _DatasetOpt = Annotated[str, typer.Option("--dataset", help="ntu60, ntu120, penn or folder.")]
 _RootOpt = Annotated[Path, typer.Option("--root", help="Dataset root (folder: the manifest CSV or its folder).")]
 _OutOpt = Annotated[str, typer.Option("--out", help="Feature cache: a zarr store path or fsspec URL.")]
-_IndexOpt = Annotated[Optional[Path], typer.Option(help="HDF5 annotation index [default: <out folder>/<dataset>-index.h5].")]
-_BenchOpt = Annotated[Optional[str], typer.Option(help="Only this benchmark's samples, e.g. ntu120-xsub.")]
+_IndexOpt = Annotated[
+    Path | None, typer.Option(help="HDF5 annotation index [default: <out folder>/<dataset>-index.h5].")
+]
+_BenchOpt = Annotated[str | None, typer.Option(help="Only this benchmark's samples, e.g. ntu120-xsub.")]
 _FramesOpt = Annotated[int, typer.Option(help="Frames per clip (T), even.")]
 _SizeOpt = Annotated[int, typer.Option(help="Backbone input size S (S x S).")]
 _CropOpt = Annotated[str, typer.Option(help="full: resize the whole frame; person: square crop around the skeletons.")]
 _WeightsOpt = Annotated[str, typer.Option(help="kinetics400 (from the torch hub cache), random, or a state-dict path.")]
 _BatchOpt = Annotated[int, typer.Option(help="Clips per backbone call.")]
 _WorkersOpt = Annotated[int, typer.Option(help="Decode threads per unit runner.")]
-_UnitOpt = Annotated[int, typer.Option(help="Samples per work unit (= per zarr chunk); fixed when the store is created.")]
-_LimitOpt = Annotated[Optional[int], typer.Option(help="Only the first N samples.")]
+_UnitOpt = Annotated[
+    int, typer.Option(help="Samples per work unit (= per zarr chunk); fixed when the store is created.")
+]
+_LimitOpt = Annotated[int | None, typer.Option(help="Only the first N samples.")]
 _QuantOpt = Annotated[bool, typer.Option("--8bit/--float16", help="Store maps as 8-bit with per-channel scales.")]
 _RetryOpt = Annotated[bool, typer.Option(help="Try failed samples again.")]
 _DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")]
-_ModalityOpt = Annotated[str, typer.Option(help="both or rgb: backbone features (decodes the videos); pose: the full-rate skeletons only (no video, no backbone: seconds).")]
+_ModalityOpt = Annotated[
+    str,
+    typer.Option(
+        help="both or rgb: backbone features (decodes the videos); pose: the full-rate skeletons only (no video, no backbone: seconds)."
+    ),
+]
 
 
-def _extract_config(dataset, root, out, index, benchmark, frames, size, crop, weights, batch_size, workers,
-                    unit_size, limit, quantize, retry_failed, device, modality):
-    from pipeline.extract import ExtractConfig
+def _extract_config(
+    dataset,
+    root,
+    out,
+    index,
+    benchmark,
+    frames,
+    size,
+    crop,
+    weights,
+    batch_size,
+    workers,
+    unit_size,
+    limit,
+    quantize,
+    retry_failed,
+    device,
+    modality,
+):
+    from pipeline.extraction.extract import ExtractConfig
 
-    config = ExtractConfig(dataset=dataset, root=root, out=out, index=index, benchmark=benchmark, frames=frames,
-                           size=size, crop=crop, weights=weights, batch_size=batch_size, workers=workers,
-                           unit_size=unit_size, limit=limit, quantize=quantize, retry_failed=retry_failed,
-                           device=device, modality=modality)
+    config = ExtractConfig(
+        dataset=dataset,
+        root=root,
+        out=out,
+        index=index,
+        benchmark=benchmark,
+        frames=frames,
+        size=size,
+        crop=crop,
+        weights=weights,
+        batch_size=batch_size,
+        workers=workers,
+        unit_size=unit_size,
+        limit=limit,
+        quantize=quantize,
+        retry_failed=retry_failed,
+        device=device,
+        modality=modality,
+    )
     config.check()
     return config
 
@@ -104,24 +166,57 @@ def _prefect_logs(verbose: bool) -> None:
 
 
 @app.command()
-def extract(dataset: _DatasetOpt, root: _RootOpt, out: _OutOpt, index: _IndexOpt = None, benchmark: _BenchOpt = None,
-            frames: _FramesOpt = 16, size: _SizeOpt = 224, crop: _CropOpt = "full",
-            weights: _WeightsOpt = "kinetics400", batch_size: _BatchOpt = 4, workers: _WorkersOpt = 2,
-            unit_size: _UnitOpt = DEFAULT_UNIT_SIZE, limit: _LimitOpt = None, quantize: _QuantOpt = False,
-            retry_failed: _RetryOpt = False, device: _DeviceOpt = "auto", modality: _ModalityOpt = "both",
-            dask_address: Annotated[Optional[str], typer.Option(help="Run units on this Dask scheduler (tcp://HOST:PORT).")] = None,
-            dask_workers: Annotated[Optional[int], typer.Option(help="Run units on a local Dask cluster of N processes.")] = None,
-            verbose: Annotated[bool, typer.Option(help="Show Prefect's and Dask's logs.")] = False) -> None:
+def extract(
+    dataset: _DatasetOpt,
+    root: _RootOpt,
+    out: _OutOpt,
+    index: _IndexOpt = None,
+    benchmark: _BenchOpt = None,
+    frames: _FramesOpt = 16,
+    size: _SizeOpt = 224,
+    crop: _CropOpt = "full",
+    weights: _WeightsOpt = "kinetics400",
+    batch_size: _BatchOpt = 4,
+    workers: _WorkersOpt = 2,
+    unit_size: _UnitOpt = DEFAULT_UNIT_SIZE,
+    limit: _LimitOpt = None,
+    quantize: _QuantOpt = False,
+    retry_failed: _RetryOpt = False,
+    device: _DeviceOpt = "auto",
+    modality: _ModalityOpt = "both",
+    dask_address: Annotated[
+        str | None, typer.Option(help="Run units on this Dask scheduler (tcp://HOST:PORT).")
+    ] = None,
+    dask_workers: Annotated[int | None, typer.Option(help="Run units on a local Dask cluster of N processes.")] = None,
+    verbose: Annotated[bool, typer.Option(help="Show Prefect's and Dask's logs.")] = False,
+) -> None:
     """Stage 1: index a dataset and cache MC3-18 features (or, with --modality pose, its skeletons) in zarr. Exit 0: all done; 3: some samples failed."""
-    config = _extract_config(dataset, root, out, index, benchmark, frames, size, crop, weights, batch_size, workers,
-                             unit_size, limit, quantize, retry_failed, device, modality)
+    config = _extract_config(
+        dataset,
+        root,
+        out,
+        index,
+        benchmark,
+        frames,
+        size,
+        crop,
+        weights,
+        batch_size,
+        workers,
+        unit_size,
+        limit,
+        quantize,
+        retry_failed,
+        device,
+        modality,
+    )
     if dask_address is not None and dask_workers is not None:
         raise StarError("Give either --dask-address or --dask-workers, not both")
     _prefect_logs(verbose)
     from contextlib import nullcontext
 
     from flows.extract import run_extract
-    from pipeline.progress import CacheProgress
+    from pipeline.extraction.progress import CacheProgress
 
     with nullcontext() if config.skeletons_only else CacheProgress(config.out):  # skeletons take seconds
         summary = run_extract(config, dask_address=dask_address, dask_workers=dask_workers)
@@ -134,12 +229,14 @@ app.add_typer(cache_app, name="cache")
 
 
 @cache_app.command("info")
-def cache_info(path: Annotated[str, typer.Argument(help="The zarr store.")],
-               json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-               plot: Annotated[Optional[Path], typer.Option(help="Also draw the cache statistics into this PNG.")] = None) -> None:
+def cache_info(
+    path: Annotated[str, typer.Argument(help="The zarr store.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    plot: Annotated[Path | None, typer.Option(help="Also draw the cache statistics into this PNG.")] = None,
+) -> None:
     """Samples done/failed/pending, the fingerprint, size on disk and bytes per clip (skeleton caches: counts and splits)."""
-    from pipeline.cache import FeatureCache
-    from pipeline.skeleton_cache import SkeletonCache, is_skeleton_cache
+    from pipeline.extraction.skeleton_store import SkeletonCache, is_skeleton_cache
+    from pipeline.extraction.store import FeatureCache
 
     if is_skeleton_cache(path):
         skeletons = SkeletonCache.open(path)
@@ -148,7 +245,7 @@ def cache_info(path: Annotated[str, typer.Argument(help="The zarr store.")],
     info = FeatureCache.open(path).info()
     typer.echo(json.dumps(info.to_json(), indent=2) if json_output else info.format())
     if plot is not None:
-        from pipeline.plots import cache_statistics, plot_cache_statistics
+        from pipeline.inference.plots import cache_statistics, plot_cache_statistics
 
         typer.echo(f"plot: {plot_cache_statistics(stats=cache_statistics(path), out=plot)}", err=json_output)
 
@@ -158,20 +255,52 @@ app.add_typer(schedule_app, name="schedule")
 
 
 @schedule_app.command("extract")
-def schedule_extract(dataset: _DatasetOpt, root: _RootOpt, out: _OutOpt,
-                     cron: Annotated[str, typer.Option(help='Cron schedule, e.g. "0 3 * * *".')],
-                     name: Annotated[str, typer.Option(help="Deployment name.")] = "nightly",
-                     index: _IndexOpt = None, benchmark: _BenchOpt = None, frames: _FramesOpt = 16,
-                     size: _SizeOpt = 224, crop: _CropOpt = "full", weights: _WeightsOpt = "kinetics400",
-                     batch_size: _BatchOpt = 4, workers: _WorkersOpt = 2, unit_size: _UnitOpt = DEFAULT_UNIT_SIZE,
-                     limit: _LimitOpt = None, quantize: _QuantOpt = False, retry_failed: _RetryOpt = False,
-                     device: _DeviceOpt = "auto", modality: _ModalityOpt = "both") -> None:
+def schedule_extract(
+    dataset: _DatasetOpt,
+    root: _RootOpt,
+    out: _OutOpt,
+    cron: Annotated[str, typer.Option(help='Cron schedule, e.g. "0 3 * * *".')],
+    name: Annotated[str, typer.Option(help="Deployment name.")] = "nightly",
+    index: _IndexOpt = None,
+    benchmark: _BenchOpt = None,
+    frames: _FramesOpt = 16,
+    size: _SizeOpt = 224,
+    crop: _CropOpt = "full",
+    weights: _WeightsOpt = "kinetics400",
+    batch_size: _BatchOpt = 4,
+    workers: _WorkersOpt = 2,
+    unit_size: _UnitOpt = DEFAULT_UNIT_SIZE,
+    limit: _LimitOpt = None,
+    quantize: _QuantOpt = False,
+    retry_failed: _RetryOpt = False,
+    device: _DeviceOpt = "auto",
+    modality: _ModalityOpt = "both",
+) -> None:
     """Serve the extract flow as a deployment with a cron schedule; each run extracts only what is new."""
-    config = _extract_config(dataset, root, out, index, benchmark, frames, size, crop, weights, batch_size, workers,
-                             unit_size, limit, quantize, retry_failed, device, modality)
+    config = _extract_config(
+        dataset,
+        root,
+        out,
+        index,
+        benchmark,
+        frames,
+        size,
+        crop,
+        weights,
+        batch_size,
+        workers,
+        unit_size,
+        limit,
+        quantize,
+        retry_failed,
+        device,
+        modality,
+    )
     if not os.environ.get("PREFECT_API_URL"):
-        raise StarError("Scheduled runs need a Prefect server: start one with `prefect server start` and export "
-                        "PREFECT_API_URL=http://127.0.0.1:4200/api")
+        raise StarError(
+            "Scheduled runs need a Prefect server: start one with `prefect server start` and export "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
     from flows.extract import serve_extract
 
     serve_extract(config, cron=cron, name=name)
@@ -183,62 +312,147 @@ _Opt = typer.Option
 
 @app.command()
 def train(
-    from_cache: Annotated[Optional[str], _Opt("--from-cache", "--cache", help="Feature cache written by `star extract`.")] = None,
-    out: Annotated[Optional[str], _Opt(help="Run directory: config.json, metrics.jsonl, tensorboard/, last.pt, best.pt.")] = None,
-    config: Annotated[Optional[Path], _Opt(help="TOML or JSON config file (TrainConfig fields and a model table), or the name of a recipe in configs/ (penn-skeleton); options override it.")] = None,
-    preset: Annotated[Optional[str], _Opt(help="paper (§4.1: SGD 2e-4, batch 4, 300 epochs) or small (AdamW 1e-3, cosine, 60 epochs).")] = None,
+    from_cache: Annotated[
+        str | None, _Opt("--from-cache", "--cache", help="Feature cache written by `star extract`.")
+    ] = None,
+    out: Annotated[
+        str | None, _Opt(help="Run directory: config.json, metrics.jsonl, tensorboard/, last.pt, best.pt.")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        _Opt(
+            help="TOML or JSON config file (TrainConfig fields and a model table), or the name of a recipe in configs/ (penn-skeleton); options override it."
+        ),
+    ] = None,
+    preset: Annotated[
+        str | None,
+        _Opt(help="paper (§4.1: SGD 2e-4, batch 4, 300 epochs) or small (AdamW 1e-3, cosine, 60 epochs)."),
+    ] = None,
     resume: Annotated[bool, _Opt(help="Continue the run in --out from its last.pt, bit for bit on CPU.")] = False,
-    epochs: Annotated[Optional[int], _Opt(help="Epochs (paper: 300).")] = None,
-    batch_size: Annotated[Optional[int], _Opt(help="Global batch, split over torchrun processes (paper: 4).")] = None,
-    lr: Annotated[Optional[float], _Opt(help="Learning rate (paper: 2e-4).")] = None,
-    optimizer: Annotated[Optional[str], _Opt(help="sgd or adamw.")] = None,
-    scheduler: Annotated[Optional[str], _Opt(help="none or cosine (per step, after warm-up).")] = None,
-    momentum: Annotated[Optional[float], _Opt(help="SGD momentum (0.9).")] = None,
-    weight_decay: Annotated[Optional[float], _Opt(help="Weight decay.")] = None,
-    warmup_epochs: Annotated[Optional[float], _Opt(help="Linear warm-up length in epochs.")] = None,
-    label_smoothing: Annotated[Optional[float], _Opt(help="Cross-entropy label smoothing.")] = None,
-    grad_clip: Annotated[Optional[float], _Opt(help="Max gradient norm (0: off).")] = None,
-    hflip: Annotated[Optional[float], _Opt(help="Horizontal flip probability (swaps left/right: keep 0 for lateralised classes).")] = None,
-    joint_dropout: Annotated[Optional[float], _Opt(help="Probability of hiding each joint in each frame.")] = None,
-    seed: Annotated[Optional[int], _Opt(help="Seed of initialisation, shuffling and augmentation.")] = None,
-    workers: Annotated[Optional[int], _Opt(help="DataLoader worker processes.")] = None,
-    device: Annotated[Optional[str], _Opt(help="auto, cpu or cuda.")] = None,
-    amp: Annotated[Optional[bool], _Opt("--amp/--no-amp", help="bf16 autocast on CUDA.")] = None,
-    benchmark: Annotated[Optional[str], _Opt(help="Split scheme in the cache, e.g. ntu120-xsub (default: the only one).")] = None,
-    train_split: Annotated[Optional[str], _Opt(help="Training split (default: train).")] = None,
-    val_split: Annotated[Optional[str], _Opt(help="Validation for best.pt: auto (carved from the training performers), a split of the cache, or '' for none (default: auto).")] = None,
-    val_fraction: Annotated[Optional[float], _Opt(help="auto validation: share of the training performers (or samples) held back (default 0.1).")] = None,
-    preload: Annotated[Optional[bool], _Opt("--preload/--no-preload", help="Decode the cached samples into memory once (small preset: on).")] = None,
-    dim: Annotated[Optional[int], _Opt(help="Model width D.")] = None,
-    depth: Annotated[Optional[int], _Opt(help="Layers per encoder/decoder stage.")] = None,
-    heads: Annotated[Optional[int], _Opt(help="Attention heads.")] = None,
-    dropout: Annotated[Optional[float], _Opt(help="Dropout after the attention projections, in the MLPs and the head (default 0.1).")] = None,
-    attention_dropout: Annotated[Optional[float], _Opt(help="Dropout on the attention probabilities (default 0: on CPU it forces the slow, L x L-storing kernel).")] = None,
-    encoder: Annotated[Optional[str], _Opt(help="Encoder layer kind FF, FZ or FB (Table 4).")] = None,
-    decoder: Annotated[Optional[str], _Opt(help="Decoder layer kind FF, FZ or FB (Table 4).")] = None,
-    norm: Annotated[Optional[str], _Opt(help="Layer norm placement: pre (default) or post (eq. 11-14 literally).")] = None,
-    temporal_embedding: Annotated[Optional[bool], _Opt("--temporal-embedding/--no-temporal-embedding", help="Learned per-frame embedding (default: on).")] = None,
-    modality: Annotated[Optional[str], _Opt(help="Inputs the model sees: both (STAR, default), rgb (frames only) or pose (skeleton only).")] = None,
-    end_to_end: Annotated[Optional[bool], _Opt("--end-to-end/--cached", help="Fine-tune MC3-18 too, decoding video.")] = None,
-    index: Annotated[Optional[str], _Opt(help="End-to-end: annotation index (default: next to the cache).")] = None,
-    init: Annotated[Optional[str], _Opt(help="End-to-end: cache-stage checkpoint to start from.")] = None,
-    unfreeze_from: Annotated[Optional[str], _Opt(help="End-to-end: first trainable stage: stem, layer1..layer4.")] = None,
-    backbone_lr_scale: Annotated[Optional[float], _Opt(help="End-to-end: backbone lr = lr x this (default 0.1).")] = None,
-    activation_checkpointing: Annotated[Optional[bool], _Opt("--activation-checkpointing/--no-activation-checkpointing", help="End-to-end: recompute backbone activations.")] = None,
+    epochs: Annotated[int | None, _Opt(help="Epochs (paper: 300).")] = None,
+    batch_size: Annotated[int | None, _Opt(help="Global batch, split over torchrun processes (paper: 4).")] = None,
+    lr: Annotated[float | None, _Opt(help="Learning rate (paper: 2e-4).")] = None,
+    optimizer: Annotated[str | None, _Opt(help="sgd or adamw.")] = None,
+    scheduler: Annotated[str | None, _Opt(help="none or cosine (per step, after warm-up).")] = None,
+    momentum: Annotated[float | None, _Opt(help="SGD momentum (0.9).")] = None,
+    weight_decay: Annotated[float | None, _Opt(help="Weight decay.")] = None,
+    warmup_epochs: Annotated[float | None, _Opt(help="Linear warm-up length in epochs.")] = None,
+    label_smoothing: Annotated[float | None, _Opt(help="Cross-entropy label smoothing.")] = None,
+    grad_clip: Annotated[float | None, _Opt(help="Max gradient norm (0: off).")] = None,
+    hflip: Annotated[
+        float | None, _Opt(help="Horizontal flip probability (swaps left/right: keep 0 for lateralised classes).")
+    ] = None,
+    joint_dropout: Annotated[float | None, _Opt(help="Probability of hiding each joint in each frame.")] = None,
+    seed: Annotated[int | None, _Opt(help="Seed of initialisation, shuffling and augmentation.")] = None,
+    workers: Annotated[int | None, _Opt(help="DataLoader worker processes.")] = None,
+    device: Annotated[str | None, _Opt(help="auto, cpu or cuda.")] = None,
+    amp: Annotated[bool | None, _Opt("--amp/--no-amp", help="bf16 autocast on CUDA.")] = None,
+    benchmark: Annotated[
+        str | None, _Opt(help="Split scheme in the cache, e.g. ntu120-xsub (default: the only one).")
+    ] = None,
+    train_split: Annotated[str | None, _Opt(help="Training split (default: train).")] = None,
+    val_split: Annotated[
+        str | None,
+        _Opt(
+            help="Validation for best.pt: auto (carved from the training performers), a split of the cache, or '' for none (default: auto)."
+        ),
+    ] = None,
+    val_fraction: Annotated[
+        float | None,
+        _Opt(help="auto validation: share of the training performers (or samples) held back (default 0.1)."),
+    ] = None,
+    preload: Annotated[
+        bool | None,
+        _Opt("--preload/--no-preload", help="Decode the cached samples into memory once (small preset: on)."),
+    ] = None,
+    dim: Annotated[int | None, _Opt(help="Model width D.")] = None,
+    depth: Annotated[int | None, _Opt(help="Layers per encoder/decoder stage.")] = None,
+    heads: Annotated[int | None, _Opt(help="Attention heads.")] = None,
+    dropout: Annotated[
+        float | None, _Opt(help="Dropout after the attention projections, in the MLPs and the head (default 0.1).")
+    ] = None,
+    attention_dropout: Annotated[
+        float | None,
+        _Opt(
+            help="Dropout on the attention probabilities (default 0: on CPU it forces the slow, L x L-storing kernel)."
+        ),
+    ] = None,
+    encoder: Annotated[str | None, _Opt(help="Encoder layer kind FF, FZ or FB (Table 4).")] = None,
+    decoder: Annotated[str | None, _Opt(help="Decoder layer kind FF, FZ or FB (Table 4).")] = None,
+    norm: Annotated[str | None, _Opt(help="Layer norm placement: pre (default) or post (eq. 11-14 literally).")] = None,
+    temporal_embedding: Annotated[
+        bool | None,
+        _Opt("--temporal-embedding/--no-temporal-embedding", help="Learned per-frame embedding (default: on)."),
+    ] = None,
+    modality: Annotated[
+        str | None,
+        _Opt(help="Inputs the model sees: both (STAR, default), rgb (frames only) or pose (skeleton only)."),
+    ] = None,
+    end_to_end: Annotated[
+        bool | None, _Opt("--end-to-end/--cached", help="Fine-tune MC3-18 too, decoding video.")
+    ] = None,
+    index: Annotated[str | None, _Opt(help="End-to-end: annotation index (default: next to the cache).")] = None,
+    init: Annotated[str | None, _Opt(help="End-to-end: cache-stage checkpoint to start from.")] = None,
+    unfreeze_from: Annotated[str | None, _Opt(help="End-to-end: first trainable stage: stem, layer1..layer4.")] = None,
+    backbone_lr_scale: Annotated[float | None, _Opt(help="End-to-end: backbone lr = lr x this (default 0.1).")] = None,
+    activation_checkpointing: Annotated[
+        bool | None,
+        _Opt(
+            "--activation-checkpointing/--no-activation-checkpointing",
+            help="End-to-end: recompute backbone activations.",
+        ),
+    ] = None,
     progress: Annotated[bool, _Opt(help="Progress bar and a line per epoch on stderr.")] = True,
 ) -> None:
     """Stage 2: train STAR from the feature cache (or end to end from video); one line per epoch, then a summary."""
-    from pipeline.train import format_result, run_training
+    from pipeline.training.loop import format_result, run_training
 
-    model = {k: v for k, v in dict(dim=dim, depth=depth, heads=heads, dropout=dropout, attention_dropout=attention_dropout, encoder=encoder, decoder=decoder,
-                                   norm=norm, temporal_embedding=temporal_embedding, modality=modality).items() if v is not None}
+    model = {
+        k: v
+        for k, v in dict(
+            dim=dim,
+            depth=depth,
+            heads=heads,
+            dropout=dropout,
+            attention_dropout=attention_dropout,
+            encoder=encoder,
+            decoder=decoder,
+            norm=norm,
+            temporal_embedding=temporal_embedding,
+            modality=modality,
+        ).items()
+        if v is not None
+    }
     overrides = dict(
-        cache=from_cache, out=out, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, scheduler=scheduler,
-        momentum=momentum, weight_decay=weight_decay, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing,
-        grad_clip=grad_clip, hflip=hflip, joint_dropout=joint_dropout, seed=seed, workers=workers, device=device, amp=amp,
-        benchmark=benchmark, train_split=train_split, val_split=val_split, val_fraction=val_fraction, preload=preload,
-        model=model or None, end_to_end=end_to_end,
-        index=index, init=init, unfreeze_from=unfreeze_from, backbone_lr_scale=backbone_lr_scale,
+        cache=from_cache,
+        out=out,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        warmup_epochs=warmup_epochs,
+        label_smoothing=label_smoothing,
+        grad_clip=grad_clip,
+        hflip=hflip,
+        joint_dropout=joint_dropout,
+        seed=seed,
+        workers=workers,
+        device=device,
+        amp=amp,
+        benchmark=benchmark,
+        train_split=train_split,
+        val_split=val_split,
+        val_fraction=val_fraction,
+        preload=preload,
+        model=model or None,
+        end_to_end=end_to_end,
+        index=index,
+        init=init,
+        unfreeze_from=unfreeze_from,
+        backbone_lr_scale=backbone_lr_scale,
         activation_checkpointing=activation_checkpointing,
     )
     result = run_training(overrides=overrides, config_file=config, preset=preset, resume=resume, show_progress=progress)
@@ -251,45 +465,74 @@ def evaluate(
     checkpoint: Annotated[Path, _Opt(help="A checkpoint of `star train` (best.pt or last.pt).")],
     cache: Annotated[str, _Opt(help="The feature cache to evaluate on (same fingerprint as the checkpoint's).")],
     split: Annotated[str, _Opt(help="Split to evaluate.")] = "test",
-    benchmark: Annotated[Optional[str], _Opt(help="Split scheme (default: the checkpoint's).")] = None,
-    out: Annotated[Optional[Path], _Opt(help="Report folder (default: <checkpoint folder>/eval-<split>).")] = None,
+    benchmark: Annotated[str | None, _Opt(help="Split scheme (default: the checkpoint's).")] = None,
+    out: Annotated[Path | None, _Opt(help="Report folder (default: <checkpoint folder>/eval-<split>).")] = None,
     batch_size: Annotated[int, _Opt(help="Clips per forward pass.")] = 8,
     workers: Annotated[int, _Opt(help="DataLoader worker processes.")] = 2,
-    index: Annotated[Optional[str], _Opt(help="End-to-end checkpoints: annotation index (default: next to the cache).")] = None,
+    index: Annotated[
+        str | None, _Opt(help="End-to-end checkpoints: annotation index (default: next to the cache).")
+    ] = None,
     weights: Annotated[str, _Opt(help="End-to-end checkpoints from a state-dict backbone: that file.")] = "",
     device: Annotated[str, _Opt(help="auto, cpu or cuda[:N].")] = "auto",
     json_output: Annotated[bool, _Opt("--json", help="Print the JSON report only.")] = False,
 ) -> None:
     """Top-1, top-5, mean per-class accuracy, confusion matrix (CSV, PNG), per-class table and a JSON report."""
-    from pipeline.evaluate import evaluate_checkpoint, format_evaluation
+    from pipeline.inference.evaluate import evaluate_checkpoint, format_evaluation
 
-    result = evaluate_checkpoint(checkpoint=checkpoint, cache=cache, split=split, benchmark=benchmark, out_dir=out,
-                                 batch_size=batch_size, workers=workers, index=index, weights=weights, device=device)
+    result = evaluate_checkpoint(
+        checkpoint=checkpoint,
+        cache=cache,
+        split=split,
+        benchmark=benchmark,
+        out_dir=out,
+        batch_size=batch_size,
+        workers=workers,
+        index=index,
+        weights=weights,
+        device=device,
+    )
     typer.echo(json.dumps(result.to_dict(), indent=2) if json_output else format_evaluation(result))
 
 
-_PoseOpt = Annotated[Optional[Path], _Opt(help="Its pose: NTU .skeleton, Penn Action .mat, or .npz/.json (original-frame pixels) [default: estimated from the video, as `star pose` does].")]
+_PoseOpt = Annotated[
+    Path | None,
+    _Opt(
+        help="Its pose: NTU .skeleton, Penn Action .mat, or .npz/.json (original-frame pixels) [default: estimated from the video, as `star pose` does]."
+    ),
+]
 
 
 @app.command()
 def pose(
     video: Annotated[Path, typer.Argument(help="A video file or a folder of frames.")],
-    out: Annotated[Optional[Path], _Opt("--out", "-o", help="Pose file to write, .json or .npz [default: <video>.pose.json beside the video].")] = None,
-    layout: Annotated[str, _Opt(help="Joint layout to write: blazepose33 (the estimator's own), coco17, ntu25 or penn13.")] = "blazepose33",
+    out: Annotated[
+        Path | None,
+        _Opt("--out", "-o", help="Pose file to write, .json or .npz [default: <video>.pose.json beside the video]."),
+    ] = None,
+    layout: Annotated[
+        str, _Opt(help="Joint layout to write: blazepose33 (the estimator's own), coco17, ntu25 or penn13.")
+    ] = "blazepose33",
     persons: Annotated[int, _Opt(help="Person tracks to keep, most confident first.")] = 1,
     progress: Annotated[bool, _Opt(help="Progress bar on stderr.")] = True,
 ) -> None:
     """Detect and track people (BlazePose) and write their joints as a pose file for folders and `star predict`."""
-    from pipeline.layouts import builtin_layout
-    from pipeline.pose import estimate_to_file
+    from pipeline.sources.layouts import builtin_layout
+    from pipeline.sources.pose import estimate_to_file
 
-    path, estimate = estimate_to_file(video, out=out, layout=builtin_layout(layout), persons=persons, show_progress=progress)
+    path, estimate = estimate_to_file(
+        video, out=out, layout=builtin_layout(layout), persons=persons, show_progress=progress
+    )
     typer.echo(f"wrote {path}: {estimate.summary()}")
 
 
 @app.command()
 def predict(
-    video: Annotated[Path, typer.Argument(help="A video file or a folder of frames (for a checkpoint trained on a skeleton cache, the pose file alone will do).")],
+    video: Annotated[
+        Path,
+        typer.Argument(
+            help="A video file or a folder of frames (for a checkpoint trained on a skeleton cache, the pose file alone will do)."
+        ),
+    ],
     checkpoint: Annotated[Path, _Opt(help="A checkpoint of `star train`.")],
     pose: _PoseOpt = None,
     top: Annotated[int, _Opt(help="How many classes to print.")] = 5,
@@ -298,7 +541,7 @@ def predict(
     json_output: Annotated[bool, _Opt("--json", help="Print JSON only.")] = False,
 ) -> None:
     """Decode one video, extract its features and print the top classes with probabilities."""
-    from pipeline.predict import predict as predict_video
+    from pipeline.inference.predict import predict as predict_video
 
     prediction = predict_video(video=video, pose=pose, checkpoint=checkpoint, top_k=top, weights=weights, device=device)
     typer.echo(json.dumps(prediction.to_dict(), indent=2) if json_output else prediction.format())
@@ -312,31 +555,41 @@ def explain(
     video: Annotated[Path, typer.Argument(help="A video file or a folder of frames.")],
     checkpoint: Annotated[Path, _Opt(help="A checkpoint of `star train` (the model to explain).")],
     pose: _PoseOpt = None,
-    compare: Annotated[Optional[Path], _Opt(help="A second checkpoint drawn beside it, e.g. the FAttn-only (FF/FF) model of Fig. 6.")] = None,
-    out: Annotated[Optional[Path], _Opt(help="Output folder [default: <checkpoint folder>/explain-<video name>].")] = None,
+    compare: Annotated[
+        Path | None, _Opt(help="A second checkpoint drawn beside it, e.g. the FAttn-only (FF/FF) model of Fig. 6.")
+    ] = None,
+    out: Annotated[Path | None, _Opt(help="Output folder [default: <checkpoint folder>/explain-<video name>].")] = None,
     weights: Annotated[str, _Opt(help="Backbone state-dict file, when the cache was extracted from one.")] = "",
     device: Annotated[str, _Opt(help="auto, cpu or cuda[:N].")] = "auto",
     json_output: Annotated[bool, _Opt("--json", help="Print the JSON only.")] = False,
 ) -> None:
     """Attention rollout per frame (paper Fig. 6): frame_importance.png (frames, skeletons, bars) and explain.json. For models trained on frames and maps (not on a skeleton cache)."""
-    from pipeline.explain import explain as explain_video
+    from pipeline.inference.explain import explain as explain_video
 
-    explanation = explain_video(video=video, pose=pose, checkpoint=checkpoint, compare=compare, out_dir=out, weights=weights, device=device)
+    explanation = explain_video(
+        video=video, pose=pose, checkpoint=checkpoint, compare=compare, out_dir=out, weights=weights, device=device
+    )
     typer.echo(json.dumps(explanation.to_dict(), indent=2) if json_output else explanation.format())
 
 
 @app.command()
 def demo(
-    workdir: Annotated[Path, _Opt(help="Where the dataset, cache, runs and report go; reused by the next run.")] = Path("star-demo"),
-    compare_fattn: Annotated[bool, _Opt("--compare-fattn", help="Also train the FAttn-only model (FF/FF) and draw both, as in Fig. 6.")] = False,
-    samples_per_class: Annotated[Optional[int], _Opt(hidden=True)] = None,
-    classes: Annotated[Optional[int], _Opt(hidden=True, help="Use the first N demo classes.")] = None,
-    epochs: Annotated[Optional[int], _Opt(hidden=True)] = None,
-    size: Annotated[Optional[int], _Opt(hidden=True)] = None,
-    frames: Annotated[Optional[int], _Opt(hidden=True)] = None,
-    frame_width: Annotated[Optional[int], _Opt(hidden=True, help="Width of the generated videos (height: 9/16 of it).")] = None,
+    workdir: Annotated[Path, _Opt(help="Where the dataset, cache, runs and report go; reused by the next run.")] = Path(
+        "star-demo"
+    ),
+    compare_fattn: Annotated[
+        bool, _Opt("--compare-fattn", help="Also train the FAttn-only model (FF/FF) and draw both, as in Fig. 6.")
+    ] = False,
+    samples_per_class: Annotated[int | None, _Opt(hidden=True)] = None,
+    classes: Annotated[int | None, _Opt(hidden=True, help="Use the first N demo classes.")] = None,
+    epochs: Annotated[int | None, _Opt(hidden=True)] = None,
+    size: Annotated[int | None, _Opt(hidden=True)] = None,
+    frames: Annotated[int | None, _Opt(hidden=True)] = None,
+    frame_width: Annotated[
+        int | None, _Opt(hidden=True, help="Width of the generated videos (height: 9/16 of it).")
+    ] = None,
     device: Annotated[str, _Opt(help="auto, cpu or cuda[:N].")] = "auto",
-    seed: Annotated[Optional[int], _Opt(help="Seeds the generated dataset and the training run [default: 0].")] = None,
+    seed: Annotated[int | None, _Opt(help="Seeds the generated dataset and the training run [default: 0].")] = None,
 ) -> None:
     """Generate a dataset, extract (Prefect), train, evaluate and explain; write a report. README command #1."""
     from rich.console import Console
@@ -344,8 +597,18 @@ def demo(
     from flows.demo import run_demo, summary_table
     from pipeline.demo import demo_config
 
-    config = demo_config(workdir=workdir, compare_fattn=compare_fattn, device=device, samples_per_class=samples_per_class,
-                         classes=classes, epochs=epochs, size=size, frames=frames, frame_width=frame_width, seed=seed)
+    config = demo_config(
+        workdir=workdir,
+        compare_fattn=compare_fattn,
+        device=device,
+        samples_per_class=samples_per_class,
+        classes=classes,
+        epochs=epochs,
+        size=size,
+        frames=frames,
+        frame_width=frame_width,
+        seed=seed,
+    )
     console = Console()
     result = run_demo(config, console=console)
     console.print(summary_table(result))
@@ -354,7 +617,9 @@ def demo(
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def bench(
     ctx: typer.Context,
-    quick: Annotated[bool, _Opt("--quick", help="A short smoke run of every benchmark (minutes, not the reported figures).")] = False,
+    quick: Annotated[
+        bool, _Opt("--quick", help="A short smoke run of every benchmark (minutes, not the reported figures).")
+    ] = False,
 ) -> None:
     """Run every benchmark in benchmarks/ and rewrite benchmarks/RESULTS.md (same as `python -m benchmarks`)."""
     from benchmarks.__main__ import main as run_benchmarks

@@ -25,9 +25,9 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from benchmarks.crossmodal import SECTION as CROSSMODAL_SECTION
 from benchmarks.learning import SECTION as LEARNING_SECTION
@@ -80,14 +80,29 @@ def attention_figures(output: str) -> list[Figure]:
             target = f"<= {limit}" if cells[0] == "ZB-prod" else f"<= {limit} (arithmetic floor {floor})"
             for column, mode in ((5, "forward"), (7, "forward + backward")):
                 ratio = float(cells[column])
-                figures.append(Figure(f"{what} {mode} time, {scale} scale", f"{ratio:.3f}", target,
-                                      _within(ratio, limit, at_most=True)))
-    sweep = [[float(c) for c in line.split()[5:]] for line in output.split("[sweep]", 1)[-1].splitlines()
-             if "[sweep]" in output and len(line.split()) == 9 and line.split()[0].isdigit()]
+                figures.append(
+                    Figure(
+                        f"{what} {mode} time, {scale} scale",
+                        f"{ratio:.3f}",
+                        target,
+                        _within(ratio, limit, at_most=True),
+                    )
+                )
+    sweep = [
+        [float(c) for c in line.split()[5:]]
+        for line in output.split("[sweep]", 1)[-1].splitlines()
+        if "[sweep]" in output and len(line.split()) == 9 and line.split()[0].isdigit()
+    ]
     if sweep:
         worst = max(max(cells) for cells in sweep)
-        figures.append(Figure(f"worst ZAttn or BAttn / FAttn time over the {len(sweep)} sweep cells", f"{worst:.3f}",
-                              "< 1 (never slower)", worst < 1.0))
+        figures.append(
+            Figure(
+                f"worst ZAttn or BAttn / FAttn time over the {len(sweep)} sweep cells",
+                f"{worst:.3f}",
+                "< 1 (never slower)",
+                worst < 1.0,
+            )
+        )
     return figures
 
 
@@ -96,11 +111,21 @@ def index_figures(output: str) -> list[Figure]:
     parsed = re.search(r"skeleton parser: .*?: (\d+) files/s on one core", output)
     if parsed:
         rate = float(parsed.group(1))
-        figures.append(Figure("NTU .skeleton files parsed per second, one core", f"{rate:.0f}", ">= 300",
-                              _within(rate, 300, at_most=False)))
+        figures.append(
+            Figure(
+                "NTU .skeleton files parsed per second, one core",
+                f"{rate:.0f}",
+                ">= 300",
+                _within(rate, 300, at_most=False),
+            )
+        )
     built = re.search(r"build_index first build: ([\d.]+) s for (\d+) samples", output)
     if built:
-        figures.append(Figure(f"annotation index first build, {built.group(2)} generated samples", f"{float(built.group(1)):.2f} s"))
+        figures.append(
+            Figure(
+                f"annotation index first build, {built.group(2)} generated samples", f"{float(built.group(1)):.2f} s"
+            )
+        )
     return figures
 
 
@@ -115,10 +140,22 @@ def cache_size_figures(output: str) -> list[Figure]:
             continue
         megabytes = float(row.group(1))
         if mode == "8-bit" and paper_scale:
-            figures.append(Figure(f"cache MB per clip, 8-bit, {where}", f"{megabytes:.2f}", "<= 4", _within(megabytes, 4.0, at_most=True)))
+            figures.append(
+                Figure(
+                    f"cache MB per clip, 8-bit, {where}",
+                    f"{megabytes:.2f}",
+                    "<= 4",
+                    _within(megabytes, 4.0, at_most=True),
+                )
+            )
         else:
-            figures.append(Figure(f"cache MB per clip, {mode}{' (lossless)' if mode == 'float16' else ''}, {where}", f"{megabytes:.2f}",
-                                  "(reported)" if mode == "float16" else "<= 4 at T=16, 224 px"))
+            figures.append(
+                Figure(
+                    f"cache MB per clip, {mode}{' (lossless)' if mode == 'float16' else ''}, {where}",
+                    f"{megabytes:.2f}",
+                    "(reported)" if mode == "float16" else "<= 4 at T=16, 224 px",
+                )
+            )
     return figures
 
 
@@ -142,23 +179,46 @@ def extract_figures(output: str) -> list[Figure]:
     for result in _json_objects(output):
         for row in result.get("throughput", []):
             size = row["size"]
-            figures.append(Figure(f"extraction clips/s / bound (decode + backbone), {size} px, T={row['frames']}", f"{row['ratio']:.2f}", ">= 0.9",
-                                  _within(row["ratio"], 0.9, at_most=False)))
+            figures.append(
+                Figure(
+                    f"extraction clips/s / bound (decode + backbone), {size} px, T={row['frames']}",
+                    f"{row['ratio']:.2f}",
+                    ">= 0.9",
+                    _within(row["ratio"], 0.9, at_most=False),
+                )
+            )
             sizes = row.get("bytes_per_clip", {})
             if "float16" in sizes:
-                figures.append(Figure(f"cache MB per clip, float16 (lossless), {size} px", f"{sizes['float16'] / 1e6:.2f}"))
+                figures.append(
+                    Figure(f"cache MB per clip, float16 (lossless), {size} px", f"{sizes['float16'] / 1e6:.2f}")
+                )
             if "8bit" in sizes:
                 megabytes = sizes["8bit"] / 1e6
                 if size == 224:
-                    figures.append(Figure(f"cache MB per clip, 8-bit, {size} px", f"{megabytes:.2f}", "<= 4", _within(megabytes, 4.0, at_most=True)))
+                    figures.append(
+                        Figure(
+                            f"cache MB per clip, 8-bit, {size} px",
+                            f"{megabytes:.2f}",
+                            "<= 4",
+                            _within(megabytes, 4.0, at_most=True),
+                        )
+                    )
                 else:
-                    figures.append(Figure(f"cache MB per clip, 8-bit, {size} px", f"{megabytes:.2f}", "(target is at 224 px)"))
+                    figures.append(
+                        Figure(f"cache MB per clip, 8-bit, {size} px", f"{megabytes:.2f}", "(target is at 224 px)")
+                    )
         rss = result.get("peak_rss_mib")
         if rss and len(rss) == 2:
             (small, small_mib), (large, large_mib) = sorted(rss.items(), key=lambda item: int(item[0]))
             growth = large_mib / small_mib
-            figures.append(Figure(f"peak RSS {large} clips / {small} clips ({large_mib:.0f} vs {small_mib:.0f} MiB)", f"{growth:.2f}",
-                                  "<= 1.10 (must not grow)", _within(growth, 1.10, at_most=True)))
+            figures.append(
+                Figure(
+                    f"peak RSS {large} clips / {small} clips ({large_mib:.0f} vs {small_mib:.0f} MiB)",
+                    f"{growth:.2f}",
+                    "<= 1.10 (must not grow)",
+                    _within(growth, 1.10, at_most=True),
+                )
+            )
     return figures
 
 
@@ -166,15 +226,28 @@ def train_figures(output: str) -> list[Figure]:
     figures = []
     for result in _json_objects(output):
         if result.get("part") == "loader":
-            figures.append(Figure(f"training samples/s from the cache / in memory, {result['size']} px, T={result['frames']}, "
-                                  f"{result['workers']} workers", f"{result['ratio']:.2f}", ">= 0.9", _within(result["ratio"], 0.9, at_most=False)))
+            figures.append(
+                Figure(
+                    f"training samples/s from the cache / in memory, {result['size']} px, T={result['frames']}, "
+                    f"{result['workers']} workers",
+                    f"{result['ratio']:.2f}",
+                    ">= 0.9",
+                    _within(result["ratio"], 0.9, at_most=False),
+                )
+            )
         elif result.get("part") == "step":
             where = f"T={result['frames']}, {result['size']} px, batch {result['batch']}"
             figures.append(Figure(f"training step, {where}", f"{result['seconds_per_step']:.2f} s"))
             model = "default model" if result["model"] == "ModelConfig defaults" else f"model {result['model']}"
             gib = result["peak_rss_mib"] / 1024
-            figures.append(Figure(f"peak RSS of the training step process, {where}, {model}", f"{gib:.2f} GiB",
-                                  "<= 6 GB (default model)", _within(gib * 1.073741824, 6.0, at_most=True)))
+            figures.append(
+                Figure(
+                    f"peak RSS of the training step process, {where}, {model}",
+                    f"{gib:.2f} GiB",
+                    "<= 6 GB (default model)",
+                    _within(gib * 1.073741824, 6.0, at_most=True),
+                )
+            )
     return figures
 
 
@@ -195,14 +268,24 @@ def pose_figures(output: str) -> list[Figure]:
 
 # A small local table (rule 4): the arguments of the reported run, of the smoke run, and the reader of each output.
 BENCHMARKS: dict[str, Benchmark] = {
-    "attention": Benchmark(args=("--sweep", "--reps", "3"), quick_args=("--scale", "small", "--reps", "1"), figures=attention_figures),
+    "attention": Benchmark(
+        args=("--sweep", "--reps", "3"), quick_args=("--scale", "small", "--reps", "1"), figures=attention_figures
+    ),
     "index": Benchmark(args=(), quick_args=("--files", "30", "--samples-per-class", "1"), figures=index_figures),
-    "extract": Benchmark(args=("--json",), quick_args=("--clips", "2", "--scales", "32:4:3", "--reps", "1", "--rss-clips", "2", "4", "--json"),
-                         figures=extract_figures),
-    "cache_size": Benchmark(args=(), quick_args=("--clips", "1", "--frames", "4", "--size", "32"), figures=cache_size_figures),
+    "extract": Benchmark(
+        args=("--json",),
+        quick_args=("--clips", "2", "--scales", "32:4:3", "--reps", "1", "--rss-clips", "2", "4", "--json"),
+        figures=extract_figures,
+    ),
+    "cache_size": Benchmark(
+        args=(), quick_args=("--clips", "1", "--frames", "4", "--size", "32"), figures=cache_size_figures
+    ),
     "pose": Benchmark(args=(), quick_args=("--reps", "1", "--rcnn-frames", "1"), figures=pose_figures),
-    "train": Benchmark(args=("--json",), quick_args=("--part", "loader", "--scales", "32:4", "--steps", "2", "--reps", "1", "--json"),
-                       figures=train_figures),
+    "train": Benchmark(
+        args=("--json",),
+        quick_args=("--part", "loader", "--scales", "32:4", "--steps", "2", "--reps", "1", "--json"),
+        figures=train_figures,
+    ),
 }
 
 
@@ -233,15 +316,22 @@ def run_one(name: str, *, quick: bool, extra: tuple[str, ...] = ()) -> Run:
     started = time.perf_counter()
     lines = []
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                          cwd=HERE.parent) as process:
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=HERE.parent
+    ) as process:
         for line in process.stdout:
             print(line, end="", flush=True)
             lines.append(line)
     output = "".join(lines)
     figures = spec.figures(output) if spec and process.returncode == 0 else []
-    return Run(name=name, command=shown, exit_code=process.returncode, seconds=time.perf_counter() - started,
-               output=output, figures=figures)
+    return Run(
+        name=name,
+        command=shown,
+        exit_code=process.returncode,
+        seconds=time.perf_counter() - started,
+        output=output,
+        figures=figures,
+    )
 
 
 def machine() -> dict[str, str]:
@@ -272,7 +362,9 @@ def machine() -> dict[str, str]:
     }
 
 
-def write_results(runs: list[Run], *, out: Path, quick: bool, machine_info: dict[str, str], started: str, partial: bool) -> Path:
+def write_results(
+    runs: list[Run], *, out: Path, quick: bool, machine_info: dict[str, str], started: str, partial: bool
+) -> Path:
     kind = "QUICK SMOKE RUN (`--quick`): tiny sizes, NOT the reported figures" if quick else "full run"
     lines = [
         "# Benchmark results",
@@ -297,7 +389,9 @@ def write_results(runs: list[Run], *, out: Path, quick: bool, machine_info: dict
     ]
     for run in runs:
         if run.exit_code != 0:
-            lines.append(f"| {run.name} | **the benchmark failed (exit {run.exit_code})**: see its output below | | | |")
+            lines.append(
+                f"| {run.name} | **the benchmark failed (exit {run.exit_code})**: see its output below | | | |"
+            )
         elif not run.figures:
             lines.append(f"| {run.name} | no figure found in the output (see below) | | | |")
         for figure in run.figures:
@@ -305,22 +399,38 @@ def write_results(runs: list[Run], *, out: Path, quick: bool, machine_info: dict
             lines.append(f"| {run.name} | {figure.name} | {figure.value} | {figure.target} | {met} |")
     lines += ["", "## Commands and output", ""]
     for run in runs:
-        lines += [f"### {run.name}", "", f"`{run.command}` (from the repository root; exit {run.exit_code}, {run.seconds:.0f} s)",
-                  "", "```text", run.output.rstrip(), "```", ""]
+        lines += [
+            f"### {run.name}",
+            "",
+            f"`{run.command}` (from the repository root; exit {run.exit_code}, {run.seconds:.0f} s)",
+            "",
+            "```text",
+            run.output.rstrip(),
+            "```",
+            "",
+        ]
     previous = out.read_text() if out.is_file() else ""
     starts = [previous.find(section) for section in KEPT_SECTIONS if section in previous]
-    kept = previous[min(starts):] if starts else ""
+    kept = previous[min(starts) :] if starts else ""
     out.write_text("\n".join(lines) + ("\n" + kept if kept else ""))
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run in minutes, not the reported figures")
-    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these benchmarks (names of benchmarks/*.py)")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes: a smoke run in minutes, not the reported figures"
+    )
+    parser.add_argument(
+        "--only", nargs="+", metavar="NAME", help="run only these benchmarks (names of benchmarks/*.py)"
+    )
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md", help="where to write the results")
-    parser.add_argument("--penn", type=Path, metavar="PENN_ACTION",
-                        help="also run the Penn Action skeleton benchmark on this folder (its labels/ suffice)")
+    parser.add_argument(
+        "--penn",
+        type=Path,
+        metavar="PENN_ACTION",
+        help="also run the Penn Action skeleton benchmark on this folder (its labels/ suffice)",
+    )
     args = parser.parse_args(argv)
     names = discover()
     if args.only:
@@ -331,11 +441,17 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     machine_info = machine()
     runs = [run_one(name, quick=args.quick) for name in names]
-    path = write_results(runs, out=args.out, quick=args.quick, machine_info=machine_info, started=started,
-                         partial=bool(args.only))
+    path = write_results(
+        runs, out=args.out, quick=args.quick, machine_info=machine_info, started=started, partial=bool(args.only)
+    )
     if args.penn is not None:  # writes its own section of the file just written
-        runs.append(run_one("penn", quick=False, extra=("--root", str(args.penn), "--out", str(args.out),
-                                                        *(("--quick",) if args.quick else ()))))
+        runs.append(
+            run_one(
+                "penn",
+                quick=False,
+                extra=("--root", str(args.penn), "--out", str(args.out), *(("--quick",) if args.quick else ())),
+            )
+        )
     print(f"\n{len(runs)} benchmark(s), {sum(run.exit_code != 0 for run in runs)} failed; results: {path}")
     for run in runs:
         for figure in run.figures:

@@ -65,8 +65,9 @@ def _timed(fn: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def measure(scale: Scale, *, dim: int, heads: int, reps: int, device: torch.device,
-            products: bool = True) -> dict[tuple[str, str], list[float]]:
+def measure(
+    scale: Scale, *, dim: int, heads: int, reps: int, device: torch.device, products: bool = True
+) -> dict[tuple[str, str], list[float]]:
     """Seconds per repetition of each module (and, with `products`, of the attention products alone), forward
     ("fwd") and forward + backward ("fwdbwd")."""
     torch.manual_seed(0)
@@ -80,8 +81,9 @@ def measure(scale: Scale, *, dim: int, heads: int, reps: int, device: torch.devi
         modules["FAttn product"] = _Product(scale.batch, heads, full, heads_dim, device=device)
         modules["ZAttn/BAttn product"] = _Product(2 * scale.batch, heads, half, heads_dim, device=device)
     # One output gradient per module, of its own output's shape, made before any timing.
-    grad_outs = {name: torch.randn(getattr(module, "out_shape", shape), device=device)
-                 for name, module in modules.items()}
+    grad_outs = {
+        name: torch.randn(getattr(module, "out_shape", shape), device=device) for name, module in modules.items()
+    }
 
     def forward(name: str) -> None:
         with torch.no_grad():
@@ -154,8 +156,10 @@ def run_scale(scale: Scale, *, dim: int, heads: int, reps: int, device: torch.de
     for name, kind, row in (("FAttn product", "F", "F-prod"), ("ZAttn/BAttn product", "Z", "ZB-prod")):
         flops = attention_flops(kind, frames=scale.frames, tokens=scale.tokens, dim=dim)
         fwd, fwdbwd = statistics.median(times[(name, "fwd")]), statistics.median(times[(name, "fwdbwd")])
-        print(f"{row:<7} {0:>8} {flops['core'] * scale.batch / 1e9:>11.2f} {0:>11.2f} {fwd * 1e3:>9.1f} "
-              f"{ratio(times, name, 'fwd'):>6.3f} {fwdbwd * 1e3:>11.1f} {ratio(times, name, 'fwdbwd'):>9.3f}")
+        print(
+            f"{row:<7} {0:>8} {flops['core'] * scale.batch / 1e9:>11.2f} {0:>11.2f} {fwd * 1e3:>9.1f} "
+            f"{ratio(times, name, 'fwd'):>6.3f} {fwdbwd * 1e3:>11.1f} {ratio(times, name, 'fwdbwd'):>9.3f}"
+        )
 
 
 # The sweep: frames, tokens per frame (49 + 50 joints + 3 class tokens at 112 px; 196 + 50 + 3 at 224 px), batch.
@@ -169,13 +173,22 @@ def run_sweep(*, dim: int, heads: int, reps: int, device: torch.device) -> None:
     for frames in SWEEP_FRAMES:
         for tokens in SWEEP_TOKENS:
             for batch in SWEEP_BATCHES:
-                times = measure(Scale("sweep", batch=batch, frames=frames, tokens=tokens), dim=dim, heads=heads, reps=reps,
-                                device=device, products=False)
+                times = measure(
+                    Scale("sweep", batch=batch, frames=frames, tokens=tokens),
+                    dim=dim,
+                    heads=heads,
+                    reps=reps,
+                    device=device,
+                    products=False,
+                )
                 full, half = (attention_flops(kind, frames=frames, tokens=tokens, dim=dim) for kind in ("F", "Z"))
                 bound = (half["core"] + half["projections"]) / (full["core"] + full["projections"])
                 cells = [ratio(times, name, mode) for mode in ("fwd", "fwdbwd") for name in ("ZAttn", "BAttn")]
-                print(f"{frames:>3} {tokens:>4} {batch:>3} {frames * tokens:>5} {bound:>6.3f} "
-                      + " ".join(f"{value:>6.3f}" for value in cells), flush=True)
+                print(
+                    f"{frames:>3} {tokens:>4} {batch:>3} {frames * tokens:>5} {bound:>6.3f} "
+                    + " ".join(f"{value:>6.3f}" for value in cells),
+                    flush=True,
+                )
 
 
 def main() -> None:

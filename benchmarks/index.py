@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.datasets.ntu_skeleton import KINECT_COLOR_SIZE, read_ntu_skeleton
-from pipeline.index import build_index
-from pipeline.synthetic import generate_ntu_dataset
+from pipeline.sources.datasets.ntu_skeleton import KINECT_COLOR_SIZE, read_ntu_skeleton
+from pipeline.sources.index import build_index
+from pipeline.sources.synthetic import generate_ntu_dataset
 
 
 def typical_skeleton_text(rng: np.random.Generator, *, frames: int, bodies: int = 1) -> str:
@@ -54,8 +54,10 @@ def bench_parser(folder: Path, *, files: int, frames: int) -> float:
             read_ntu_skeleton(path, frame_size=KINECT_COLOR_SIZE)
         best = min(best, time.perf_counter() - started)
     rate = files / best
-    print(f"skeleton parser: {files} files x {frames} frames x 1 body ({size / 1024:.0f} KB each): "
-          f"{rate:.0f} files/s on one core ({1000 * best / files:.2f} ms/file, best of 3)")
+    print(
+        f"skeleton parser: {files} files x {frames} frames x 1 body ({size / 1024:.0f} KB each): "
+        f"{rate:.0f} files/s on one core ({1000 * best / files:.2f} ms/file, best of 3)"
+    )
     print(f"  -> NTU120's 114,480 skeleton files: about {114_480 / rate / 60:.1f} min of parsing on one core")
     return rate
 
@@ -66,8 +68,10 @@ def bench_index(folder: Path, *, samples_per_class: int) -> None:
     ids = generate_ntu_dataset(root, samples_per_class=samples_per_class)
     print(f"generate_ntu_dataset: {len(ids)} samples (320x180) in {time.perf_counter() - started:.1f} s")
     first = build_index("ntu120", root, out)
-    print(f"build_index first build: {first.seconds:.2f} s for {first.total} samples "
-          f"({first.total / first.seconds:.0f} samples/s; status {first.status_counts})")
+    print(
+        f"build_index first build: {first.seconds:.2f} s for {first.total} samples "
+        f"({first.total / first.seconds:.0f} samples/s; status {first.status_counts})"
+    )
     again = build_index("ntu120", root, out)
     print(f"build_index no-op rebuild: {again.seconds:.3f} s (written={again.written}, unchanged={again.unchanged})")
     new_id = "S002C003P008R002A010"

@@ -7,7 +7,7 @@
 
 Data: the demo's generated dataset (`pipeline.demo.DemoConfig`: 12 NTU120 classes, including sitting down /
 standing up, which are exact time reverses of each other; 20 subjects, official cross-subject split), extracted
-once without Prefect (`pipeline.extract.extract`, random-weight MC3-18) into a float16 cache and an 8-bit cache.
+once without Prefect (`pipeline.extraction.extract.extract`, random-weight MC3-18) into a float16 cache and an 8-bit cache.
 Every run trains with the demo's recipe (`small` preset, the demo's epochs, batch, lr and model size) and changes
 one thing; the data stays fixed (dataset seed 0) and the training seed varies. Figures: held-out top-1 of the
 final epoch (last.pt) on the test subjects, which take no part in training or model selection; the same on the two
@@ -54,8 +54,11 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "no token LayerNorm": ({"token_norm": False}, {}, "float16"),
     "linear joint position": ({"joint_position": "linear"}, {}, "float16"),
     "ViT init (trunc-normal 0.02)": ({"init": "vit"}, {}, "float16"),
-    "paper-literal (all five reverted)": ({"norm": "post", "temporal_embedding": False, "token_norm": False,
-                                           "joint_position": "linear", "init": "vit"}, {}, "float16"),
+    "paper-literal (all five reverted)": (
+        {"norm": "post", "temporal_embedding": False, "token_norm": False, "joint_position": "linear", "init": "vit"},
+        {},
+        "float16",
+    ),
     # The cache: 8-bit maps with per-channel scales instead of float16
     "8-bit cache": ({}, {}, "8bit"),
     # Dropout (the demo trains without): the model's default 0.1 on the residual branches only, and 0.1 on the
@@ -66,27 +69,48 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
 TIME_REVERSED = ("sitting down", "standing up (from sitting position)")
 
 
-def prepare_data(workdir: Path, *, quick: bool, device: str, kinds: tuple[str, ...] = ("float16", "8bit")) -> tuple[Any, dict[str, str]]:
+def prepare_data(
+    workdir: Path, *, quick: bool, device: str, kinds: tuple[str, ...] = ("float16", "8bit")
+) -> tuple[Any, dict[str, str]]:
     """The demo's dataset and its caches of `kinds` (float16 and/or 8-bit); reused when already complete."""
     from pipeline.demo import BENCHMARK, DATASET, demo_config
-    from pipeline.extract import ExtractConfig, extract
-    from pipeline.synthetic import generate_ntu_dataset
+    from pipeline.extraction.extract import ExtractConfig, extract
+    from pipeline.sources.synthetic import generate_ntu_dataset
 
     smoke = {"samples_per_class": 4, "epochs": 2, "size": 32, "frames": 4, "frame_width": 96}  # seconds, not figures
     cfg = demo_config(workdir=workdir, **(smoke if quick else {}))
     marker = cfg.dataset_dir / "benchmark-dataset.json"
     if not marker.is_file():
-        generate_ntu_dataset(cfg.dataset_dir, samples_per_class=cfg.samples_per_class, actions=cfg.actions,
-                             subjects=cfg.subjects, frame_size=cfg.frame_size, seed=cfg.seed)
+        generate_ntu_dataset(
+            cfg.dataset_dir,
+            samples_per_class=cfg.samples_per_class,
+            actions=cfg.actions,
+            subjects=cfg.subjects,
+            frame_size=cfg.frame_size,
+            seed=cfg.seed,
+        )
         marker.write_text(json.dumps({"complete": True}) + "\n")
     caches = {}
     for kind in kinds:
         out = cfg.features_dir / f"cache-{kind}.zarr"
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="MC3_18Backbone uses RANDOM weights")
-            summary = extract(ExtractConfig(dataset=DATASET, root=cfg.dataset_dir, out=str(out), benchmark=BENCHMARK,
-                                            frames=cfg.frames, size=cfg.size, crop=cfg.crop, weights="random",
-                                            quantize=kind == "8bit", batch_size=8, workers=2, device=device))
+            summary = extract(
+                ExtractConfig(
+                    dataset=DATASET,
+                    root=cfg.dataset_dir,
+                    out=str(out),
+                    benchmark=BENCHMARK,
+                    frames=cfg.frames,
+                    size=cfg.size,
+                    crop=cfg.crop,
+                    weights="random",
+                    quantize=kind == "8bit",
+                    batch_size=8,
+                    workers=2,
+                    device=device,
+                )
+            )
         if summary.failed or summary.pending:
             raise SystemExit(f"extraction into {out} left {summary.failed} failed / {summary.pending} pending samples")
         caches[kind] = str(out)
@@ -98,22 +122,41 @@ def run_variant(task: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(task["threads"])
-    from pipeline.evaluate import evaluate_checkpoint
-    from pipeline.train import train
-    from pipeline.train_config import resolve_config
+    from pipeline.inference.evaluate import evaluate_checkpoint
+    from pipeline.training.config import resolve_config
+    from pipeline.training.loop import train
 
-    overrides = {**task["base"], **task["train"], "cache": task["cache"], "seed": task["seed"], "out": task["out"],
-                 "device": task["device"], "model": {**task["base"]["model"], **task["model"]}}
+    overrides = {
+        **task["base"],
+        **task["train"],
+        "cache": task["cache"],
+        "seed": task["seed"],
+        "out": task["out"],
+        "device": task["device"],
+        "model": {**task["base"]["model"], **task["model"]},
+    }
     started = time.perf_counter()
     train(resolve_config(overrides=overrides, preset="small"), show_progress=False)
     seconds = time.perf_counter() - started
-    result = evaluate_checkpoint(checkpoint=Path(task["out"]) / "last.pt", cache=task["cache"], split="test",
-                                 benchmark=task["base"]["benchmark"], workers=0, device=task["device"])
+    result = evaluate_checkpoint(
+        checkpoint=Path(task["out"]) / "last.pt",
+        cache=task["cache"],
+        split="test",
+        benchmark=task["base"]["benchmark"],
+        workers=0,
+        device=task["device"],
+    )
     report = result.report
     pair = [row for row in report.per_class if row.class_name in TIME_REVERSED]
     pair_top1 = sum(row.correct for row in pair) / max(sum(row.support for row in pair), 1) if pair else float("nan")
-    return {"variant": task["variant"], "seed": task["seed"], "top1": report.top1, "pair_top1": pair_top1,
-            "seconds": seconds, "clips": report.num_samples}
+    return {
+        "variant": task["variant"],
+        "seed": task["seed"],
+        "top1": report.top1,
+        "pair_top1": pair_top1,
+        "seconds": seconds,
+        "clips": report.num_samples,
+    }
 
 
 def _mean_std(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
@@ -123,13 +166,17 @@ def _mean_std(values: list[float], scale: float = 100.0, digits: int = 1) -> str
 
 
 def summary_table(results: list[dict[str, Any]], variants: list[str]) -> list[str]:
-    lines = ["| variant | held-out top-1 % | sitting down / standing up top-1 % | seconds per run | seeds |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| variant | held-out top-1 % | sitting down / standing up top-1 % | seconds per run | seeds |",
+        "|---|---|---|---|---|",
+    ]
     for name in variants:
         rows = [r for r in results if r["variant"] == name]
         if rows:
-            lines.append(f"| {name} | {_mean_std([r['top1'] for r in rows])} | {_mean_std([r['pair_top1'] for r in rows])} "
-                         f"| {_mean_std([r['seconds'] for r in rows], scale=1.0, digits=0)} | {len(rows)} |")
+            lines.append(
+                f"| {name} | {_mean_std([r['top1'] for r in rows])} | {_mean_std([r['pair_top1'] for r in rows])} "
+                f"| {_mean_std([r['seconds'] for r in rows], scale=1.0, digits=0)} | {len(rows)} |"
+            )
     return lines
 
 
@@ -137,8 +184,10 @@ def machine_line(device: str) -> str:
     import torch
 
     gpu = torch.cuda.get_device_name(0) if device != "cpu" and torch.cuda.is_available() else "no GPU used"
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical cores, {gpu}, torch {torch.__version__}, "
-            f"python {platform.python_version()}")
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical cores, {gpu}, torch {torch.__version__}, "
+        f"python {platform.python_version()}"
+    )
 
 
 def write_section(lines: list[str], *, out: Path, section: str = SECTION) -> None:
@@ -147,7 +196,7 @@ def write_section(lines: list[str], *, out: Path, section: str = SECTION) -> Non
     start = text.find(section)
     if start >= 0:
         end = text.find("\n## ", start + len(section))
-        text = text[:start].rstrip("\n") + ("\n\n" + text[end + 1:] if end >= 0 else "")
+        text = text[:start].rstrip("\n") + ("\n\n" + text[end + 1 :] if end >= 0 else "")
     out.write_text(text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n")
 
 
@@ -170,10 +219,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="training runs at a time (each in its own process)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--workdir", type=Path, default=Path("runs/learning-benchmark"))
-    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md", help="RESULTS.md whose learning section is replaced")
+    parser.add_argument(
+        "--out", type=Path, default=HERE / "RESULTS.md", help="RESULTS.md whose learning section is replaced"
+    )
     parser.add_argument("--json", type=Path, help="also write every run's figures to this JSON file")
-    parser.add_argument("--merge", type=Path, nargs="+", default=[], metavar="JSON",
-                        help="--json files of earlier runs on the same data to include in the table (e.g. more variants)")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="JSON",
+        help="--json files of earlier runs on the same data to include in the table (e.g. more variants)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 variants, 1 seed, tiny data and 2 epochs")
     args = parser.parse_args(argv)
     variants = args.only or (["default", "no temporal embedding"] if args.quick else list(VARIANTS))
@@ -189,44 +246,70 @@ def main(argv: list[str] | None = None) -> int:
     base = cfg.train_overrides(attention=("FZ", "FB"))
     base["workers"] = 0
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    tasks = [{"variant": name, "seed": seed, "base": base, "model": VARIANTS[name][0], "train": VARIANTS[name][1],
-              "cache": caches[VARIANTS[name][2]], "device": args.device, "threads": threads,
-              "out": str(args.workdir / "runs" / f"{name.replace('/', '-').replace(' ', '_')}-seed{seed}")}
-             for name in variants for seed in seeds]
+    tasks = [
+        {
+            "variant": name,
+            "seed": seed,
+            "base": base,
+            "model": VARIANTS[name][0],
+            "train": VARIANTS[name][1],
+            "cache": caches[VARIANTS[name][2]],
+            "device": args.device,
+            "threads": threads,
+            "out": str(args.workdir / "runs" / f"{name.replace('/', '-').replace(' ', '_')}-seed{seed}"),
+        }
+        for name in variants
+        for seed in seeds
+    ]
     results = []
     # spawn: CUDA cannot be used in forked children, and every run starts from a clean interpreter.
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         for result in pool.map(run_variant, tasks):
             results.append(result)
-            print(f"{result['variant']:<36} seed {result['seed']}: held-out top-1 {result['top1']:.1%}, "
-                  f"time-reversed pair {result['pair_top1']:.1%}, {result['seconds']:.0f} s", flush=True)
+            print(
+                f"{result['variant']:<36} seed {result['seed']}: held-out top-1 {result['top1']:.1%}, "
+                f"time-reversed pair {result['pair_top1']:.1%}, {result['seconds']:.0f} s",
+                flush=True,
+            )
     command = "python -m benchmarks.learning " + " ".join(map(_quoted, sys.argv[1:] if argv is None else argv))
     commands = [command]
     for path in args.merge:
         earlier = json.loads(path.read_text())
         commands.insert(-1, earlier["command"])
         results = earlier["results"] + results
-        variants = [name for name in dict.fromkeys(r["variant"] for r in earlier["results"]) if name not in variants] + variants
+        variants = [
+            name for name in dict.fromkeys(r["variant"] for r in earlier["results"]) if name not in variants
+        ] + variants
     table = summary_table(results, [name for name in VARIANTS if name in variants])
     print("\n".join(table))
     clips = results[0]["clips"] if results else 0
     section = [
-        SECTION, "",
+        SECTION,
+        "",
         "; ".join(f"`{c.strip()}`" for c in commands)
         + f" (the last on {started}){' (QUICK SMOKE RUN: not the reported figures)' if args.quick else ''}; "
         f"{time.perf_counter() - clock:.0f} s for the last, {args.jobs} run(s) at a time, so seconds per run include "
-        "waiting for the other runs' share of the CPU.", "",
-        f"Machine: {machine_line(args.device)}.", "",
+        "waiting for the other runs' share of the CPU.",
+        "",
+        f"Machine: {machine_line(args.device)}.",
+        "",
         f"Data: the demo's dataset ({len(cfg.actions)} classes, {cfg.samples_per_class} clips per class, "
         f"{len(cfg.subjects)} subjects, T = {cfg.frames}, {cfg.size} px person crop, random-weight MC3-18); held-out = the "
         f"{clips} test-subject clips, final epoch. Training: `small` preset, {base['epochs']} epochs, batch "
         f"{base['batch_size']}, lr {base['lr']:g}, dim {base['model']['dim']}, depth {base['model']['depth']}, heads "
         f"{base['model']['heads']}; training seeds {', '.join(map(str, sorted({r['seed'] for r in results})))} (the "
-        "data is fixed; the last column says how many seeds each row has). Mean ± standard deviation over the seeds.", "",
-        *table, "",
+        "data is fixed; the last column says how many seeds each row has). Mean ± standard deviation over the seeds.",
+        "",
+        *table,
+        "",
     ]
-    finish(section, out=args.out, section=SECTION, json_path=args.json,
-           payload={"command": command, "started": started, "results": results})
+    finish(
+        section,
+        out=args.out,
+        section=SECTION,
+        json_path=args.json,
+        payload={"command": command, "started": started, "results": results},
+    )
     return 0
 
 

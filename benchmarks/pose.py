@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.clips import ClipSpec, load_clip, usable_frames
-from pipeline.layouts import NTU25
-from pipeline.pose import estimate_pose
-from pipeline.video import iter_frames, probe_video
+from pipeline.sources.clips import ClipSpec, load_clip, usable_frames
+from pipeline.sources.layouts import NTU25
+from pipeline.sources.pose import estimate_pose
+from pipeline.sources.video import iter_frames, probe_video
 
 REAL_CLIP = Path(__file__).resolve().parents[1] / "tests" / "data" / "S001C001P001R001A001_rgb.avi"
 
@@ -47,8 +47,13 @@ def extraction_seconds(video: Path, skeleton: np.ndarray, *, size: int, frames: 
     info = probe_video(video)
 
     def run() -> None:
-        clip = load_clip(video=video, skeleton=skeleton, usable_frames=usable_frames(info.frames, skeleton.shape[0]),
-                         frame_size=(info.width, info.height), spec=ClipSpec(frames=frames, size=size, crop="person"))
+        clip = load_clip(
+            video=video,
+            skeleton=skeleton,
+            usable_frames=usable_frames(info.frames, skeleton.shape[0]),
+            frame_size=(info.width, info.height),
+            spec=ClipSpec(frames=frames, size=size, crop="person"),
+        )
         with torch.inference_mode():
             backbone(torch.from_numpy(clip.frames).permute(0, 3, 1, 2)[None])
 
@@ -58,8 +63,9 @@ def extraction_seconds(video: Path, skeleton: np.ndarray, *, size: int, frames: 
 def keypoint_rcnn_fps(video: Path, count: int) -> float:
     from torchvision.models.detection import keypointrcnn_resnet50_fpn
 
-    model = keypointrcnn_resnet50_fpn(weights=None, weights_backbone=None, box_score_thresh=0.0,
-                                      box_detections_per_img=2).eval()
+    model = keypointrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, box_score_thresh=0.0, box_detections_per_img=2
+    ).eval()
     frames = [torch.from_numpy(f).permute(2, 0, 1).float() / 255 for _, f in zip(range(count + 1), iter_frames(video))]
     with torch.inference_mode():
         model([frames[0]])  # warm-up
@@ -75,7 +81,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message="MC3_18Backbone uses RANDOM weights")
-    from pipeline.backbone import load_backbone
+    from pipeline.extraction.weights import load_backbone
 
     backbone = load_backbone("random")
     frames = decode_all(args.video)
@@ -103,12 +109,16 @@ def main() -> None:
     }  # fmt: skip
     print(f"clip: {args.video.name}, {frames} frames at {info.width}x{info.height}; median of {args.reps} reps")
     print(f"decode only:                    {result['decode_fps']:7.1f} frames/s")
-    print(f"BlazePose, 1 person (+decode):  {result['pose_fps_1_person']:7.1f} frames/s "
-          f"({median['pose1']:.2f} s for the clip)")
+    print(
+        f"BlazePose, 1 person (+decode):  {result['pose_fps_1_person']:7.1f} frames/s "
+        f"({median['pose1']:.2f} s for the clip)"
+    )
     print(f"BlazePose, 2 persons (+decode): {result['pose_fps_2_persons']:7.1f} frames/s")
     for size in (112, 224):
-        print(f"MC3-18 extraction, T 16, {size} px: {median[f'extract{size}']:.2f} s per clip; estimating the clip's "
-              f"pose takes {result[f'pose_over_extract_{size}']:.1f}x that")
+        print(
+            f"MC3-18 extraction, T 16, {size} px: {median[f'extract{size}']:.2f} s per clip; estimating the clip's "
+            f"pose takes {result[f'pose_over_extract_{size}']:.1f}x that"
+        )
     print(f"Keypoint R-CNN (random weights, 1080p, 2 boxes): {result['keypoint_rcnn_fps']:.2f} frames/s")
     print(json.dumps(result))
     if args.json:

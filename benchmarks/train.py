@@ -11,7 +11,7 @@ A real float16 zarr cache of `batch * steps` clips with ReLU-like maps is writte
 not measured). The two runs alternate `reps` times so load changes on a shared machine hit both alike; the
 ratio is the median of the per-repetition ratios. Steady state: the clock starts once the first batch has
 arrived (worker start-up, paid once per epoch, is reported apart). Target: ratio >= 0.9. The loader is the one
-training builds (`pipeline.train.make_loader`: shuffled windows of work units, float16 maps up to the model), so
+training builds (`pipeline.training.loop.make_loader`: shuffled windows of work units, float16 maps up to the model), so
 the in-memory batches are the same float16 batches and both sides pay the conversion to float32. The default model
 is a narrow one without dropout (dim 64, depth 1): the faster the step, the harder for the loader to keep up; the paper
 width takes tens of seconds per step on CPU, where any loader looks perfect.
@@ -46,11 +46,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from model.star import ModelConfig, build_model
-from pipeline.cache import DEFAULT_UNIT_SIZE, CacheLayout, FeatureCache
-from pipeline.classifier import ClipClassifier
-from pipeline.data import CachedClips
-from pipeline.distributed import DistContext
-from pipeline.train import make_loader
+from pipeline.extraction.store import DEFAULT_UNIT_SIZE, CacheLayout, FeatureCache
+from pipeline.training.classifier import ClipClassifier
+from pipeline.training.data import CachedClips
+from pipeline.training.distributed import DistContext
+from pipeline.training.loop import make_loader
 
 PERSONS, JOINTS, CLASSES = 2, 25, 60
 
@@ -72,7 +72,11 @@ def write_cache(path: Path, *, samples: int, frames: int, size: int) -> str:
     for unit in range(cache.n_units):
         results = {}
         for row in cache.unit_samples(unit):
-            sample = {name: np.maximum(rng.standard_normal(shape, dtype=np.float32), 0) for name, shape in shapes.items() if name != "joints"}
+            sample = {
+                name: np.maximum(rng.standard_normal(shape, dtype=np.float32), 0)
+                for name, shape in shapes.items()
+                if name != "joints"
+            }
             sample["heatmaps"] = np.minimum(sample["heatmaps"], 1)
             joints = rng.uniform(0, size // 8, size=shapes["joints"]).astype(np.float32)
             joints[..., 2] = 1.0
@@ -83,7 +87,9 @@ def write_cache(path: Path, *, samples: int, frames: int, size: int) -> str:
 
 def _model(**model: float) -> tuple[ClipClassifier, torch.optim.Optimizer]:
     torch.manual_seed(0)
-    classifier = ClipClassifier(star=build_model(ModelConfig(num_classes=CLASSES, persons=PERSONS, num_joints=JOINTS, **model)))
+    classifier = ClipClassifier(
+        star=build_model(ModelConfig(num_classes=CLASSES, persons=PERSONS, num_joints=JOINTS, **model))
+    )
     classifier.train()
     return classifier, torch.optim.SGD(classifier.parameters(), lr=2e-4, momentum=0.9)
 
@@ -111,8 +117,14 @@ def loader_ratio(*, size: int, frames: int, batch: int, steps: int, workers: int
         process = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 
         def training_loader(workers: int) -> DataLoader:  # a fresh dataset: nothing read by an earlier pass is kept
-            return make_loader(CachedClips(path=path, split_name="bench-train"), batch_size=batch, seed=0,
-                               workers=workers, ctx=process, shuffle=True)
+            return make_loader(
+                CachedClips(path=path, split_name="bench-train"),
+                batch_size=batch,
+                seed=0,
+                workers=workers,
+                ctx=process,
+                shuffle=True,
+            )
 
         in_memory = list(training_loader(0))  # the very same batches, as the loader delivers them
         classifier, optimizer = _model(frames=frames, **model)
@@ -182,9 +194,16 @@ def paper_step(*, size: int, frames: int, batch: int, steps: int, model: dict) -
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("loader", "step", "both"), default="both")
-    parser.add_argument("--scales", nargs="+", default=None, metavar="SIZE:FRAMES",
-                        help="loader scales (default 64:8, the demo's, and 112:16)")
-    parser.add_argument("--size", type=int, default=None, help="input size of the step (default 224), or of one loader scale")
+    parser.add_argument(
+        "--scales",
+        nargs="+",
+        default=None,
+        metavar="SIZE:FRAMES",
+        help="loader scales (default 64:8, the demo's, and 112:16)",
+    )
+    parser.add_argument(
+        "--size", type=int, default=None, help="input size of the step (default 224), or of one loader scale"
+    )
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=None, help="steps per pass (loader default 48, step default 2)")
@@ -193,29 +212,71 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dim", type=int, default=None)
     parser.add_argument("--depth", type=int, default=None)
     parser.add_argument("--dropout", type=float, default=None, help="model dropout (residual branches; default 0.1)")
-    parser.add_argument("--attention-dropout", type=float, default=None,
-                        help="dropout on the attention probabilities (default 0; on CPU it forces the L x L math path)")
+    parser.add_argument(
+        "--attention-dropout",
+        type=float,
+        default=None,
+        help="dropout on the attention probabilities (default 0; on CPU it forces the L x L math path)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object per part")
     parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)  # the step part's own process
     args = parser.parse_args(argv)
-    given = (("dim", args.dim), ("depth", args.depth), ("dropout", args.dropout), ("attention_dropout", args.attention_dropout))
+    given = (
+        ("dim", args.dim),
+        ("depth", args.depth),
+        ("dropout", args.dropout),
+        ("attention_dropout", args.attention_dropout),
+    )
     model = {k: v for k, v in given if v is not None}
     results = []
     if args.part in ("loader", "both"):
         loader_model = model or {"dim": 64, "depth": 1, "dropout": 0.0}
-        scales = ([tuple(int(x) for x in scale.split(":")) for scale in args.scales] if args.scales
-                  else [(args.size, args.frames)] if args.size else [(64, 8), (112, 16)])
+        scales = (
+            [tuple(int(x) for x in scale.split(":")) for scale in args.scales]
+            if args.scales
+            else [(args.size, args.frames)]
+            if args.size
+            else [(64, 8), (112, 16)]
+        )
         for size, frames in scales:
-            results.append(loader_ratio(size=size, frames=frames, batch=args.batch, steps=args.steps or 48,
-                                        workers=args.workers, reps=args.reps, model=loader_model))
+            results.append(
+                loader_ratio(
+                    size=size,
+                    frames=frames,
+                    batch=args.batch,
+                    steps=args.steps or 48,
+                    workers=args.workers,
+                    reps=args.reps,
+                    model=loader_model,
+                )
+            )
     step_model = model  # the default config unless options say otherwise
     if args.part == "step" and args.in_process:
-        print(json.dumps(paper_step(size=args.size or 224, frames=args.frames, batch=args.batch, steps=args.steps or 2, model=step_model)))
+        print(
+            json.dumps(
+                paper_step(
+                    size=args.size or 224, frames=args.frames, batch=args.batch, steps=args.steps or 2, model=step_model
+                )
+            )
+        )
         return
     if args.part in ("step", "both"):
-        command = [sys.executable, "-m", "benchmarks.train", "--part", "step", "--in-process", "--frames", str(args.frames),
-                   "--batch", str(args.batch), "--size", str(args.size if args.part == "step" and args.size else 224),
-                   "--steps", str(args.steps if args.part == "step" and args.steps else 2)]
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks.train",
+            "--part",
+            "step",
+            "--in-process",
+            "--frames",
+            str(args.frames),
+            "--batch",
+            str(args.batch),
+            "--size",
+            str(args.size if args.part == "step" and args.size else 224),
+            "--steps",
+            str(args.steps if args.part == "step" and args.steps else 2),
+        ]
         command += [flag for key, value in step_model.items() for flag in (f"--{key.replace('_', '-')}", str(value))]
         done = subprocess.run(command, capture_output=True, text=True, check=True)
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))

@@ -85,8 +85,10 @@ def main() -> None:
     for label in CLASSES:
         for i in range(args.clips_per_class):
             name = f"{label}_{i:02d}"
-            write_video(args.out / "videos" / f"{name}.avi",
-                        make_clip(source, reverse=label == "reverse", frames=args.frames, rng=rng))
+            write_video(
+                args.out / "videos" / f"{name}.avi",
+                make_clip(source, reverse=label == "reverse", frames=args.frames, rng=rng),
+            )
             split = "test" if i == args.clips_per_class - 1 else "val" if i == args.clips_per_class - 2 else "train"
             rows.append(f"videos/{name}.avi,{label},{split},poses/{name}.json")
     (args.out / "manifest.csv").write_text("\n".join(rows) + "\n")

@@ -2,12 +2,12 @@
 
 Stages, each with a progress bar, all in `DemoConfig.workdir` (default ./star-demo):
 
-    dataset   `pipeline.synthetic.generate_ntu_dataset`: NTU RGB+D-format videos and .skeleton files
+    dataset   `pipeline.sources.synthetic.generate_ntu_dataset`: NTU RGB+D-format videos and .skeleton files
     extract   the real Prefect flow `flows.extract.run_extract` on Prefect's embedded temporary server: index,
               MC3-18 features (RANDOM weights: nothing can be downloaded here), zarr cache
-    train     the real training loop `pipeline.train.train` from the cache (`small` preset + the demo's model size)
-    evaluate  `pipeline.evaluate.evaluate_checkpoint` on the held-out subjects (ntu120-xsub test split)
-    explain   `pipeline.explain.explain`: attention rollout for one held-out clip (paper Fig. 6)
+    train     the real training loop `pipeline.training.loop.train` from the cache (`small` preset + the demo's model size)
+    evaluate  `pipeline.inference.evaluate.evaluate_checkpoint` on the held-out subjects (ntu120-xsub test split)
+    explain   `pipeline.inference.explain.explain`: attention rollout for one held-out clip (paper Fig. 6)
     report    metrics.json, confusion matrix, training curves, per-class accuracy, frame importance, report.md
 
 Re-running is cheap because every stage keeps what is still valid:
@@ -28,10 +28,12 @@ import shutil
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from pipeline.core.errors import StarError
 from pipeline.demo import (
     BENCHMARK,
     DATASET,
@@ -47,7 +49,6 @@ from pipeline.demo import (
     split_subjects,
     write_report,
 )
-from pipeline.errors import StarError
 
 
 class _Stages:
@@ -67,56 +68,94 @@ class _Stages:
             TimeElapsedColumn,
         )
 
-        progress = Progress(TextColumn(f"{name:<9}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
-                            TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=self.console)
+        progress = Progress(
+            TextColumn(f"{name:<9}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn(unit),
+            TextColumn("{task.fields[note]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+        )
         task = progress.add_task(name, total=total, note="")
         with progress:
             yield lambda **update: progress.update(task, **update)
 
     def done(self, name: str, summary: str, started: float, *, reused: bool = False) -> None:
-        self.results.append(StageResult(name=name, summary=summary, seconds=time.perf_counter() - started, reused=reused))
+        self.results.append(
+            StageResult(name=name, summary=summary, seconds=time.perf_counter() - started, reused=reused)
+        )
 
 
 def _dataset_stage(cfg: DemoConfig, stages: _Stages) -> list[str]:
     """Generate the NTU-format dataset once per generation settings; a marker file says it is complete."""
-    from pipeline.synthetic import generate_ntu_dataset
+    from pipeline.sources.synthetic import generate_ntu_dataset
 
     started = time.perf_counter()
     marker = cfg.dataset_dir / "demo-dataset.json"
-    settings = {"actions": list(cfg.actions), "samples_per_class": cfg.samples_per_class, "subjects": list(cfg.subjects),
-                "frame_size": list(cfg.frame_size), "seed": cfg.seed}
+    settings = {
+        "actions": list(cfg.actions),
+        "samples_per_class": cfg.samples_per_class,
+        "subjects": list(cfg.subjects),
+        "frame_size": list(cfg.frame_size),
+        "seed": cfg.seed,
+    }
     if marker.is_file():
         stored = json.loads(marker.read_text())
         if stored.get("settings") == settings:
             with stages.bar("dataset", total=len(stored["sample_ids"]), unit="clips") as update:
                 update(completed=len(stored["sample_ids"]), note="reused")
-            stages.done("dataset", f"{len(stored['sample_ids'])} clips, {len(cfg.actions)} classes in {cfg.dataset_dir.name}", started, reused=True)
+            stages.done(
+                "dataset",
+                f"{len(stored['sample_ids'])} clips, {len(cfg.actions)} classes in {cfg.dataset_dir.name}",
+                started,
+                reused=True,
+            )
             return stored["sample_ids"]
     ids: list[str] = []
     total = len(cfg.actions) * cfg.samples_per_class
     with stages.bar("dataset", total=total, unit="clips") as update:
         # One call per class: every sample has its own seeded generator, so the files equal those of one call.
         for action in cfg.actions:
-            ids += generate_ntu_dataset(cfg.dataset_dir, samples_per_class=cfg.samples_per_class, actions=(action,),
-                                        subjects=cfg.subjects, frame_size=cfg.frame_size, seed=cfg.seed)
+            ids += generate_ntu_dataset(
+                cfg.dataset_dir,
+                samples_per_class=cfg.samples_per_class,
+                actions=(action,),
+                subjects=cfg.subjects,
+                frame_size=cfg.frame_size,
+                seed=cfg.seed,
+            )
             update(completed=len(ids))
     marker.write_text(json.dumps({"settings": settings, "sample_ids": ids}, indent=1) + "\n")
     train, held_out = split_subjects(ids)
-    stages.done("dataset", f"{len(ids)} clips, {len(cfg.actions)} classes; subjects {listed(train)} train, "
-                           f"{listed(held_out)} held out", started)
+    stages.done(
+        "dataset",
+        f"{len(ids)} clips, {len(cfg.actions)} classes; subjects {listed(train)} train, {listed(held_out)} held out",
+        started,
+    )
     return ids
 
 
 def _extract_stage(cfg: DemoConfig, stages: _Stages):
     """The real `star extract` flow (Prefect, embedded temporary server) into the demo's cache."""
     from flows.extract import run_extract
-    from pipeline.extract import ExtractConfig
-    from pipeline.progress import CacheProgress
+    from pipeline.extraction.extract import ExtractConfig
+    from pipeline.extraction.progress import CacheProgress
 
     started = time.perf_counter()
-    config = ExtractConfig(dataset=DATASET, root=cfg.dataset_dir, out=str(cfg.cache_path), benchmark=BENCHMARK,
-                           frames=cfg.frames, size=cfg.size, crop=cfg.crop, weights="random", batch_size=4, workers=2,
-                           device=cfg.device)
+    config = ExtractConfig(
+        dataset=DATASET,
+        root=cfg.dataset_dir,
+        out=str(cfg.cache_path),
+        benchmark=BENCHMARK,
+        frames=cfg.frames,
+        size=cfg.size,
+        crop=cfg.crop,
+        weights="random",
+        batch_size=4,
+        workers=2,
+        device=cfg.device,
+    )
     config.check()
     cfg.features_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
@@ -124,24 +163,32 @@ def _extract_stage(cfg: DemoConfig, stages: _Stages):
         with CacheProgress(config.out, console=stages.console):
             summary = run_extract(config)
     if summary.exit_code != 0:
-        raise StarError(f"extraction left {summary.failed} failed and {summary.pending} pending samples in "
-                        f"{config.out} ({summary.failures[:3]}); see `star cache info {config.out}`")
+        raise StarError(
+            f"extraction left {summary.failed} failed and {summary.pending} pending samples in "
+            f"{config.out} ({summary.failures[:3]}); see `star cache info {config.out}`"
+        )
     reused = summary.clips_done_now == 0
     rate = f", {summary.clips_done_now / summary.seconds:.2f} clips/s" if not reused and summary.seconds > 0 else ""
-    stages.done("extract", f"{summary.done} clips in the cache" + ("" if reused else f", {summary.clips_done_now} extracted now{rate}"),
-                started, reused=reused)
+    stages.done(
+        "extract",
+        f"{summary.done} clips in the cache" + ("" if reused else f", {summary.clips_done_now} extracted now{rate}"),
+        started,
+        reused=reused,
+    )
     return summary
 
 
 def _run_dir(cfg: DemoConfig, overrides: dict[str, Any], fingerprint: dict[str, Any], name: str) -> Path:
     """runs/<name>-<hash of the training options, the preset and the cache fingerprint>."""
-    payload = json.dumps({"overrides": overrides, "preset": "small", "fingerprint": fingerprint}, sort_keys=True, default=str)
+    payload = json.dumps(
+        {"overrides": overrides, "preset": "small", "fingerprint": fingerprint}, sort_keys=True, default=str
+    )
     return cfg.workdir / "runs" / f"{name}-{hashlib.sha256(payload.encode()).hexdigest()[:10]}"
 
 
 def _completed_epochs(run_dir: Path) -> int:
     """Epochs in last.pt (0 when there is none)."""
-    from pipeline.checkpoints import read_checkpoint
+    from pipeline.training.checkpoints import read_checkpoint
 
     last = run_dir / "last.pt"
     return int(read_checkpoint(last)["epoch"]) + 1 if last.is_file() else 0
@@ -149,14 +196,16 @@ def _completed_epochs(run_dir: Path) -> int:
 
 def _train_stage(cfg: DemoConfig, stages: _Stages, *, attention: tuple[str, str], label: str) -> Path:
     """Train (or reuse, or resume) one model; returns its run directory."""
-    from pipeline.data import read_cache_meta
-    from pipeline.train import train
-    from pipeline.train_config import resolve_config
+    from pipeline.training.config import resolve_config
+    from pipeline.training.data import read_cache_meta
+    from pipeline.training.loop import train
 
     started = time.perf_counter()
     name = "train" if attention == STAR_ATTENTION else "train FF"
     overrides = cfg.train_overrides(attention=attention)
-    run_dir = _run_dir(cfg, overrides, read_cache_meta(cfg.cache_path).fingerprint, "star-" + "".join(attention).lower())
+    run_dir = _run_dir(
+        cfg, overrides, read_cache_meta(cfg.cache_path).fingerprint, "star-" + "".join(attention).lower()
+    )
     train_cfg = resolve_config(overrides={**overrides, "out": str(run_dir)}, preset="small")
     done_epochs = _completed_epochs(run_dir)
     if done_epochs >= cfg.epochs:
@@ -202,40 +251,70 @@ def _update_from_log(metrics: Path, update) -> None:
 
 
 def _evaluate_stage(cfg: DemoConfig, stages: _Stages, run_dir: Path, *, out_dir: Path, name: str):
-    from pipeline.evaluate import evaluate_checkpoint
+    from pipeline.inference.evaluate import evaluate_checkpoint
 
     started = time.perf_counter()
     with stages.bar(name, total=1, unit="split") as update:
-        result = evaluate_checkpoint(checkpoint=run_dir / "last.pt", cache=str(cfg.cache_path), split="test",
-                                     benchmark=BENCHMARK, out_dir=out_dir, batch_size=cfg.batch_size, workers=0,
-                                     device=cfg.device)
+        result = evaluate_checkpoint(
+            checkpoint=run_dir / "last.pt",
+            cache=str(cfg.cache_path),
+            split="test",
+            benchmark=BENCHMARK,
+            out_dir=out_dir,
+            batch_size=cfg.batch_size,
+            workers=0,
+            device=cfg.device,
+        )
         update(completed=1, note=f"top-1 {result.report.top1:.1%}")
-    stages.done(name, f"held-out top-1 {result.report.top1:.1%}, top-5 {result.report.top5:.1%} "
-                      f"({result.report.num_samples} clips)", started)
+    stages.done(
+        name,
+        f"held-out top-1 {result.report.top1:.1%}, top-5 {result.report.top5:.1%} ({result.report.num_samples} clips)",
+        started,
+    )
     return result
 
 
 def _explain_stage(cfg: DemoConfig, stages: _Stages, run_dir: Path, fattn_dir: Path | None):
-    from pipeline.explain import explain
+    from pipeline.inference.explain import explain
 
     started = time.perf_counter()
     sample_id, video, pose, true_class = held_out_clip(cfg)
     with stages.bar("explain", total=1, unit="clip") as update:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=RANDOM_WEIGHTS_WARNING)
-            explanation = explain(video=video, pose=pose, checkpoint=run_dir / "last.pt",
-                                  compare=fattn_dir / "last.pt" if fattn_dir is not None else None,
-                                  out_dir=cfg.report_dir, device=cfg.device,
-                                  title=f"held-out clip {sample_id} (true class: {true_class}): relative frame importance")
+            explanation = explain(
+                video=video,
+                pose=pose,
+                checkpoint=run_dir / "last.pt",
+                compare=fattn_dir / "last.pt" if fattn_dir is not None else None,
+                out_dir=cfg.report_dir,
+                device=cfg.device,
+                title=f"held-out clip {sample_id} (true class: {true_class}): relative frame importance",
+            )
         update(completed=1, note=sample_id)
     predicted = explanation.models[-1].top[0]
-    stages.done("explain", f"{sample_id} ({true_class}): predicted {predicted.class_name} ({predicted.probability:.0%})", started)
+    stages.done(
+        "explain",
+        f"{sample_id} ({true_class}): predicted {predicted.class_name} ({predicted.probability:.0%})",
+        started,
+    )
     return explanation, sample_id, true_class
 
 
-def _report_stage(cfg: DemoConfig, stages: _Stages, *, dataset_ids: list[str], extraction, evaluation, fattn_evaluation,
-                  run_dir: Path, fattn_dir: Path | None, explanation, clip: tuple[str, str]) -> tuple[Path, dict[str, Any]]:
-    from pipeline.plots import (
+def _report_stage(
+    cfg: DemoConfig,
+    stages: _Stages,
+    *,
+    dataset_ids: list[str],
+    extraction,
+    evaluation,
+    fattn_evaluation,
+    run_dir: Path,
+    fattn_dir: Path | None,
+    explanation,
+    clip: tuple[str, str],
+) -> tuple[Path, dict[str, Any]]:
+    from pipeline.inference.plots import (
         plot_per_class_accuracy,
         plot_training_curves,
         read_metrics_log,
@@ -244,14 +323,23 @@ def _report_stage(cfg: DemoConfig, stages: _Stages, *, dataset_ids: list[str], e
     started = time.perf_counter()
     report = cfg.report_dir
     with stages.bar("report", total=3, unit="files") as update:
-        plot_training_curves(records=read_metrics_log(run_dir / "metrics.jsonl"), out=report / "training_curves.png",
-                             title="STAR training on the generated dataset (validation = a training subject held back)")
+        plot_training_curves(
+            records=read_metrics_log(run_dir / "metrics.jsonl"),
+            out=report / "training_curves.png",
+            title="STAR training on the generated dataset (validation = a training subject held back)",
+        )
         if fattn_dir is not None:
-            plot_training_curves(records=read_metrics_log(fattn_dir / "metrics.jsonl"), out=report / "training_curves_fattn.png",
-                                 title="FAttn-only (FF/FF) training on the generated dataset")
+            plot_training_curves(
+                records=read_metrics_log(fattn_dir / "metrics.jsonl"),
+                out=report / "training_curves_fattn.png",
+                title="FAttn-only (FF/FF) training on the generated dataset",
+            )
         update(completed=1)
-        plot_per_class_accuracy(rows=evaluation.report.per_class, out=report / "per_class_accuracy.png",
-                                title=f"per-class accuracy on the held-out subjects (top-1 {evaluation.report.top1:.1%})")
+        plot_per_class_accuracy(
+            rows=evaluation.report.per_class,
+            out=report / "per_class_accuracy.png",
+            title=f"per-class accuracy on the held-out subjects (top-1 {evaluation.report.top1:.1%})",
+        )
         update(completed=2)
         files = {
             "summary of the run (held-out metrics, per-class, timings, configuration)": str(report / "metrics.json"),
@@ -266,11 +354,22 @@ def _report_stage(cfg: DemoConfig, stages: _Stages, *, dataset_ids: list[str], e
         }
         if fattn_dir is not None:
             files["FAttn-only training curves"] = str(report / "training_curves_fattn.png")
-            files["evaluation of the FAttn-only model (report.json, confusion matrix, per-class table)"] = str(report / "fattn-only")
+            files["evaluation of the FAttn-only model (report.json, confusion matrix, per-class table)"] = str(
+                report / "fattn-only"
+            )
         stages.done("report", f"{len(files) + 1} files in {report}", started)
-        payload = metrics_payload(cfg, stages=stages.results, run_dir=run_dir, fattn_dir=fattn_dir, dataset_ids=dataset_ids,
-                                   extraction=extraction, evaluation=evaluation, fattn_evaluation=fattn_evaluation,
-                                   explanation=explanation, clip=clip)
+        payload = metrics_payload(
+            cfg,
+            stages=stages.results,
+            run_dir=run_dir,
+            fattn_dir=fattn_dir,
+            dataset_ids=dataset_ids,
+            extraction=extraction,
+            evaluation=evaluation,
+            fattn_evaluation=fattn_evaluation,
+            explanation=explanation,
+            clip=clip,
+        )
         (report / "metrics.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
         path = write_report(cfg, payload, files=files)
         update(completed=3)
@@ -294,15 +393,28 @@ def run_demo(cfg: DemoConfig, *, console=None) -> DemoResult:
     extraction = _extract_stage(cfg, stages)
     torch.set_num_threads(threads)  # the flow's worker threads may have changed it
     run_dir = _train_stage(cfg, stages, attention=STAR_ATTENTION, label="STAR (FZ/FB)")
-    fattn_dir = _train_stage(cfg, stages, attention=FATTN_ATTENTION, label="FAttn only (FF/FF)") if cfg.compare_fattn else None
+    fattn_dir = (
+        _train_stage(cfg, stages, attention=FATTN_ATTENTION, label="FAttn only (FF/FF)") if cfg.compare_fattn else None
+    )
     evaluation = _evaluate_stage(cfg, stages, run_dir, out_dir=cfg.report_dir, name="evaluate")
     fattn_evaluation = None
     if fattn_dir is not None:
-        fattn_evaluation = _evaluate_stage(cfg, stages, fattn_dir, out_dir=cfg.report_dir / "fattn-only", name="eval FF")
+        fattn_evaluation = _evaluate_stage(
+            cfg, stages, fattn_dir, out_dir=cfg.report_dir / "fattn-only", name="eval FF"
+        )
     explanation, sample_id, true_class = _explain_stage(cfg, stages, run_dir, fattn_dir)
-    report_md, payload = _report_stage(cfg, stages, dataset_ids=dataset_ids, extraction=extraction, evaluation=evaluation,
-                                       fattn_evaluation=fattn_evaluation, run_dir=run_dir, fattn_dir=fattn_dir,
-                                       explanation=explanation, clip=(sample_id, true_class))
+    report_md, payload = _report_stage(
+        cfg,
+        stages,
+        dataset_ids=dataset_ids,
+        extraction=extraction,
+        evaluation=evaluation,
+        fattn_evaluation=fattn_evaluation,
+        run_dir=run_dir,
+        fattn_dir=fattn_dir,
+        explanation=explanation,
+        clip=(sample_id, true_class),
+    )
     return DemoResult(report_dir=str(cfg.report_dir), report_md=str(report_md), metrics=payload, stages=stages.results)
 
 
@@ -317,8 +429,12 @@ def summary_table(result: DemoResult):
     for stage in result.stages:
         table.add_row(stage.name, stage.summary, f"{stage.seconds:.1f}" + (" (reused)" if stage.reused else ""))
     held = result.metrics["held_out"]
-    table.add_row("[bold]held-out[/bold]", f"[bold]top-1 {held['top1']:.1%}[/bold], top-5 {held['top5']:.1%}, "
-                  f"mean per-class {held['mean_class_accuracy']:.1%} on {held['clips']} clips of unseen subjects", "")
+    table.add_row(
+        "[bold]held-out[/bold]",
+        f"[bold]top-1 {held['top1']:.1%}[/bold], top-5 {held['top5']:.1%}, "
+        f"mean per-class {held['mean_class_accuracy']:.1%} on {held['clips']} clips of unseen subjects",
+        "",
+    )
     table.add_row("total", "", f"{sum(stage.seconds for stage in result.stages):.1f}")
     table.caption = f"report: {result.report_md}"
     return table

@@ -1,5 +1,5 @@
 """The `star extract` Prefect flow: index (with pose estimation for videos that lack a pose) -> plan -> work
-units -> summary, wrapping `pipeline/extract.py`.
+units -> summary, wrapping `pipeline/extraction/extract.py`.
 
 The flow adds what Prefect is for: retries on the I/O steps (index build, unit writes to a possibly remote store),
 logging, concurrent units on a task runner, and observability in the Prefect UI. The per-sample logic, the crash
@@ -11,7 +11,6 @@ Dask through prefect-dask, either an existing cluster (`dask_address`) or a loca
 starts its own temporary Prefect server.
 """
 
-
 import json
 import time
 from dataclasses import asdict
@@ -20,9 +19,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from pipeline import extract as stage
-from pipeline.extract import ExtractConfig, ExtractSummary, Plan, UnitReport
-from pipeline.index import IndexReport
+from pipeline.extraction import extract as stage
+from pipeline.extraction.extract import ExtractConfig, ExtractSummary, Plan, UnitReport
+from pipeline.sources.index import IndexReport
 
 FLOW_NAME = "star-extract"
 
@@ -81,12 +80,19 @@ def task_runner(*, dask_address: str | None = None, dask_workers: int | None = N
 
     if dask_address is not None:
         return DaskTaskRunner(address=dask_address)
-    return DaskTaskRunner(cluster_kwargs={"n_workers": dask_workers, "threads_per_worker": 1,
-                                          "processes": True, "dashboard_address": None})
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": dask_workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": None,
+        }
+    )
 
 
-def run_extract(config: ExtractConfig, *, dask_address: str | None = None,
-                dask_workers: int | None = None) -> ExtractSummary:
+def run_extract(
+    config: ExtractConfig, *, dask_address: str | None = None, dask_workers: int | None = None
+) -> ExtractSummary:
     """Run the flow in this process (embedded temporary Prefect server unless PREFECT_API_URL is set)."""
     stage.preflight(config)  # broken inputs fail here in one line, before a server starts
     runner = task_runner(dask_address=dask_address, dask_workers=dask_workers)
@@ -107,5 +113,10 @@ def serve_extract(config: ExtractConfig, *, cron: str, name: str) -> None:
 
     stage.preflight(config)
     parameters = {"config": json.loads(json.dumps(asdict(config), default=str))}
-    extract_flow.serve(name=name, cron=cron, parameters=parameters, entrypoint_type=EntrypointType.MODULE_PATH,
-                       print_starting_message=True)
+    extract_flow.serve(
+        name=name,
+        cron=cron,
+        parameters=parameters,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        print_starting_message=True,
+    )

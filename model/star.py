@@ -90,16 +90,34 @@ class ModelConfig:
     joint_position: str = "fourier"  # "linear": a Linear of the raw (x, y, confidence)
     frames: int = 16  # T of the clips (the temporal embedding's length; the trainer takes it from the cache)
     modality: str = "both"  # "rgb": frames only (GG tokens); "pose": skeleton only (joint positions)
-    joint_channels: int = 3  # per-joint input: (x, y, confidence) on maps; 2 per skeleton stream + 1 from a skeleton cache
+    joint_channels: int = (
+        3  # per-joint input: (x, y, confidence) on maps; 2 per skeleton stream + 1 from a skeleton cache
+    )
 
     def __post_init__(self) -> None:
-        for name in ("num_classes", "persons", "num_joints", "dim", "depth", "heads", "local_channels", "global_channels", "frames"):
+        for name in (
+            "num_classes",
+            "persons",
+            "num_joints",
+            "dim",
+            "depth",
+            "heads",
+            "local_channels",
+            "global_channels",
+            "frames",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"model option {name} must be a positive integer, got {getattr(self, name)}.")
         if self.dim % self.heads:
             raise ValueError(f"model width dim={self.dim} is not divisible by heads={self.heads}.")
-        choices = {"encoder": LAYER_KINDS, "decoder": LAYER_KINDS, "norm": NORMS, "init": INITS, "joint_position": JOINT_POSITIONS,
-                   "modality": MODALITIES}
+        choices = {
+            "encoder": LAYER_KINDS,
+            "decoder": LAYER_KINDS,
+            "norm": NORMS,
+            "init": INITS,
+            "joint_position": JOINT_POSITIONS,
+            "modality": MODALITIES,
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"model option {name}={getattr(self, name)!r} is not one of {', '.join(allowed)}.")
@@ -107,7 +125,9 @@ class ModelConfig:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
         if self.joint_channels < 2:
-            raise ValueError(f"joint_channels must be at least 2 (coordinates and a confidence), got {self.joint_channels}.")
+            raise ValueError(
+                f"joint_channels must be at least 2 (coordinates and a confidence), got {self.joint_channels}."
+            )
         if self.mlp_ratio <= 0 or self.heatmap_sigma <= 0:
             raise ValueError("mlp_ratio and heatmap_sigma must be positive.")
 
@@ -174,8 +194,15 @@ class STAR(nn.Module):
             modality=modality,
             joint_channels=joint_channels,
         )
-        stage = dict(depth=depth, dim=dim, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout, norm=norm,
-                     attention_dropout=attention_dropout)
+        stage = dict(
+            depth=depth,
+            dim=dim,
+            heads=heads,
+            mlp_ratio=mlp_ratio,
+            dropout=dropout,
+            norm=norm,
+            attention_dropout=attention_dropout,
+        )
         self.encoder = STARStage(kind=encoder, **stage)
         self.decoder = STARStage(kind=decoder, **stage)
         self.norm = nn.LayerNorm(dim) if norm == "pre" else nn.Identity()  # pre-LN: the residual stream is unnormalised
@@ -213,8 +240,10 @@ class STAR(nn.Module):
     def forward_skeleton(self, joints: Tensor) -> Tensor:
         """Logits (B, num_classes) of a pose-modality model from skeleton features (B, T, N, joint_channels)."""
         if tuple(joints.shape[2:]) != (self.joint_tokens, self.joint_channels):
-            raise ValueError(f"skeleton features have shape {tuple(joints.shape)}, expected (B, T, {self.joint_tokens}, "
-                             f"{self.joint_channels}): check that the skeleton cache and the model config agree.")
+            raise ValueError(
+                f"skeleton features have shape {tuple(joints.shape)}, expected (B, T, {self.joint_tokens}, "
+                f"{self.joint_channels}): check that the skeleton cache and the model config agree."
+            )
         z = self.aggregator.forward_skeleton(joints)  # (B, T, S, D), eq. (2)-(4) without GG tokens
         return self.forward_head(self._pool(z, grid_tokens=0))
 
@@ -305,4 +334,3 @@ def format_summary(summary: dict) -> str:
             shown = f"{shown:,}" if isinstance(shown, int) and not isinstance(shown, bool) else shown
             lines.append(f"  {key:<24} {shown}")
     return "\n".join(lines)
-

@@ -82,7 +82,9 @@ FOURIER_MAX_CYCLES = 8.0  # highest frequency: 8 cycles (16 pi rad) per map widt
 
 def fourier_features(xy: Tensor, *, frequencies: int) -> Tensor:
     """sin/cos of each coordinate of xy (..., 2) in map units [0, 1] -> (..., 4 * frequencies)."""
-    omega = math.pi * torch.logspace(0, math.log10(2 * FOURIER_MAX_CYCLES), frequencies, dtype=xy.dtype, device=xy.device)
+    omega = math.pi * torch.logspace(
+        0, math.log10(2 * FOURIER_MAX_CYCLES), frequencies, dtype=xy.dtype, device=xy.device
+    )
     angles = xy.unsqueeze(-1) * omega  # (..., 2, F)
     return torch.cat((angles.sin(), angles.cos()), dim=-1).flatten(-2)  # (..., 2 * 2F)
 
@@ -117,7 +119,9 @@ class TokenAggregator(nn.Module):
     ) -> None:
         super().__init__()
         if joint_position not in JOINT_POSITIONS:
-            raise ValueError(f"joint_position={joint_position!r} is not a joint position encoding; use one of {JOINT_POSITIONS}.")
+            raise ValueError(
+                f"joint_position={joint_position!r} is not a joint position encoding; use one of {JOINT_POSITIONS}."
+            )
         if modality not in MODALITIES:
             raise ValueError(f"modality={modality!r} is not one of {', '.join(MODALITIES)}.")
         self.modality = modality
@@ -139,7 +143,9 @@ class TokenAggregator(nn.Module):
             # pos: position features -> D; Fourier: 2F sin/cos features per coordinate channel + confidence, linear: the
             # C channels as they are ((x/w', y/h', confidence) on cached maps)
             coordinates = joint_channels - 1
-            self.position_proj = nn.Linear(2 * self.frequencies * coordinates + 1 if self.frequencies else joint_channels, dim)
+            self.position_proj = nn.Linear(
+                2 * self.frequencies * coordinates + 1 if self.frequencies else joint_channels, dim
+            )
             # The joint slot embedding starts at unit scale, like nn.Embedding and like the normalised tokens it is
             # added to (at std 0.02 the joints are nearly anonymous at first).
             nn.init.normal_(self.joint_embed, std=1.0)
@@ -185,18 +191,26 @@ class TokenAggregator(nn.Module):
         if self.frequencies:
             coords = fourier_features(coords, frequencies=self.frequencies)  # (B, T, N, 2F (C - 1))
         visible = confidence > 0  # (B, T, N, 1); NaN confidence counts as missing
-        return torch.where(visible, torch.cat((coords, confidence), dim=-1), torch.zeros((), dtype=joints.dtype, device=joints.device))
+        return torch.where(
+            visible, torch.cat((coords, confidence), dim=-1), torch.zeros((), dtype=joints.dtype, device=joints.device)
+        )
 
     def forward(self, local: Tensor, global_: Tensor, heatmaps: Tensor, joints: Tensor) -> Tensor:
         batch, frames = global_.shape[:2]
         self._check_frames(frames)
         empty = global_.new_zeros(batch, frames, 0, self.class_tokens.shape[-1])  # (B, T, 0, D): a part left out
-        grid = self.grid_norm(self.grid_proj(global_.flatten(3).transpose(2, 3))) if self.uses_grid else empty  # (B, T, P, D)
+        grid = (
+            self.grid_norm(self.grid_proj(global_.flatten(3).transpose(2, 3))) if self.uses_grid else empty
+        )  # (B, T, P, D)
         joint = empty
         if self.joint_tokens:
-            position = self.position_proj(self._position_features(joints, map_hw=tuple(heatmaps.shape[-2:])))  # (B, T, N, D)
+            position = self.position_proj(
+                self._position_features(joints, map_hw=tuple(heatmaps.shape[-2:]))
+            )  # (B, T, N, D)
             if self.uses_maps:  # eq. (1), (3): T_j + pos
-                joint = self.joint_norm(self.joint_proj(joint_map_tokens(local, heatmaps))) + self.joint_embed + position
+                joint = (
+                    self.joint_norm(self.joint_proj(joint_map_tokens(local, heatmaps))) + self.joint_embed + position
+                )
             else:  # pos alone
                 joint = self.joint_embed + position
         return self._assemble(grid, joint)
@@ -204,7 +218,9 @@ class TokenAggregator(nn.Module):
     def forward_skeleton(self, joints: Tensor) -> Tensor:
         """Z (B, T, S, D) of the pose modality from skeleton features (B, T, N, C), the confidence last."""
         if self.uses_grid or not self.joint_tokens:
-            raise ValueError(f"skeleton features alone feed the pose modality only; this aggregator is modality={self.modality!r}.")
+            raise ValueError(
+                f"skeleton features alone feed the pose modality only; this aggregator is modality={self.modality!r}."
+            )
         self._check_frames(joints.shape[1])
         joint = self.joint_embed + self.position_proj(self._position_features(joints, map_hw=None))  # (B, T, N, D)
         return self._assemble(joint.new_zeros(*joint.shape[:2], 0, joint.shape[-1]), joint)

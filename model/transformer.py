@@ -50,8 +50,17 @@ class MLP(nn.Module):
 class STARLayer(nn.Module):
     """One STAR-transformer layer, eq. (11)-(14): (B, T, S, D) -> (B, T, S, D)."""
 
-    def __init__(self, *, dim: int, heads: int, mlp_ratio: float, dropout: float, kind: str, norm: str = "pre",
-                 attention_dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        dim: int,
+        heads: int,
+        mlp_ratio: float,
+        dropout: float,
+        kind: str,
+        norm: str = "pre",
+        attention_dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         if kind not in LAYER_KINDS:
             raise ValueError(f"unknown STAR layer kind {kind!r}; use one of {', '.join(LAYER_KINDS)} (Table 4).")
@@ -79,12 +88,29 @@ class STARLayer(nn.Module):
 class STARStage(nn.Module):
     """L STAR layers of one kind: the encoder ("FZ") or the decoder ("FB")."""
 
-    def __init__(self, *, depth: int, kind: str, dim: int, heads: int, mlp_ratio: float, dropout: float, norm: str = "pre",
-                 attention_dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        depth: int,
+        kind: str,
+        dim: int,
+        heads: int,
+        mlp_ratio: float,
+        dropout: float,
+        norm: str = "pre",
+        attention_dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            STARLayer(dim=dim, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout, kind=kind, norm=norm,
-                      attention_dropout=attention_dropout)
+            STARLayer(
+                dim=dim,
+                heads=heads,
+                mlp_ratio=mlp_ratio,
+                dropout=dropout,
+                kind=kind,
+                norm=norm,
+                attention_dropout=attention_dropout,
+            )
             for _ in range(depth)
         )
 

@@ -16,7 +16,7 @@ import torch
 # Each test session keeps Prefect's database in a folder of its own, away from the user's.
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="star-tests-prefect-"))
 import flows  # noqa: E402, F401 (sets Prefect's quiet, offline defaults before any test imports Prefect)
-from pipeline.synthetic import generate_ntu_dataset, generate_penn_dataset
+from pipeline.sources.synthetic import generate_ntu_dataset, generate_penn_dataset
 
 DATA_DIR = Path(__file__).parent / "data"
 REAL_NTU_VIDEO = DATA_DIR / "S001C001P001R001A001_rgb.avi"  # the real NTU clip: 1920x1080 H.264, 103 frames

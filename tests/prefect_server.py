@@ -24,14 +24,16 @@ def free_port() -> int:
 
 def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
-        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
-        "DASK_LOGGING__DISTRIBUTED": "warning",
-    })
+    env.update(
+        {
+            "PREFECT_HOME": str(home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_ENABLED": "false",
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+            "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+            "DASK_LOGGING__DISTRIBUTED": "warning",
+        }
+    )
     if api_url is not None:
         env["PREFECT_API_URL"] = api_url
     return env
@@ -45,7 +47,10 @@ class PrefectServer:
         self.log = open(home / "server.log", "wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=prefect_env(home), stdout=self.log, stderr=subprocess.STDOUT)
+            env=prefect_env(home),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         self._wait_healthy(home)
 
     def _wait_healthy(self, home: Path) -> None:

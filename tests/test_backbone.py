@@ -12,8 +12,8 @@ from torch import nn
 from torchvision.models.video import mc3_18, r3d_18
 
 from model.backbone import KINETICS_FILENAME, KINETICS_URL, MC3_18Backbone
-from pipeline.backbone import load_backbone
-from pipeline.errors import StarError
+from pipeline.core.errors import StarError
+from pipeline.extraction.weights import load_backbone
 
 KINETICS_MEAN = torch.tensor([0.43216, 0.394666, 0.37645]).view(1, 3, 1, 1, 1)
 KINETICS_STD = torch.tensor([0.22803, 0.22145, 0.216989]).view(1, 3, 1, 1, 1)

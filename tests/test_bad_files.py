@@ -27,13 +27,13 @@ from test_data import extract_video_cache
 from typer.testing import CliRunner
 
 from cli import app
-from pipeline.datasets.folder import read_pose_file
-from pipeline.datasets.ntu_skeleton import parse_skeleton_bytes
-from pipeline.errors import StarError
-from pipeline.index import AnnotationIndex, build_index
-from pipeline.layouts import COCO17
-from pipeline.train import train
-from pipeline.train_config import resolve_config
+from pipeline.core.errors import StarError
+from pipeline.sources.datasets.folder import read_pose_file
+from pipeline.sources.datasets.ntu_skeleton import parse_skeleton_bytes
+from pipeline.sources.index import AnnotationIndex, build_index
+from pipeline.sources.layouts import COCO17
+from pipeline.training.config import resolve_config
+from pipeline.training.loop import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -87,20 +87,43 @@ def world(tmp_path_factory):
     folder = tmp_path_factory.mktemp("world")
     cache = extract_video_cache(folder)
     checkpoint = folder / "run" / "last.pt"
-    train(resolve_config(overrides={"cache": cache, "out": str(folder / "run"), "epochs": 1, "batch_size": 2,
-                                    "workers": 0, "model": TINY, "benchmark": "ntu120-xsub"}), show_progress=False)
+    train(
+        resolve_config(
+            overrides={
+                "cache": cache,
+                "out": str(folder / "run"),
+                "epochs": 1,
+                "batch_size": 2,
+                "workers": 0,
+                "model": TINY,
+                "benchmark": "ntu120-xsub",
+            }
+        ),
+        show_progress=False,
+    )
     root = folder / "ntu"
     skeleton = root / "nturgb+d_skeletons" / f"{SAMPLE}.skeleton"
     config = folder / "config.toml"
-    config.write_text('preset = "small"\nbenchmark = "ntu120-xsub"\nepochs = 1\nbatch_size = 2\nworkers = 0\n\n[model]\ndim = 32\ndepth = 1\nheads = 2\n')
+    config.write_text(
+        'preset = "small"\nbenchmark = "ntu120-xsub"\nepochs = 1\nbatch_size = 2\nworkers = 0\n\n[model]\ndim = 32\ndepth = 1\nheads = 2\n'
+    )
     state = torch.load(checkpoint, weights_only=True)
     other = folder / "other.pt"  # another model config: the weights no longer fit it
     torch.save({**state, "model_config": {**state["model_config"], "dim": 64}}, other)
     penn_pose = folder / "penn_layout.npz"  # a pose of another joint layout (13 joints)
     np.savez(penn_pose, keypoints=np.ones((40, 1, 13, 3), np.float32))
-    return {"folder": folder, "root": root, "cache": Path(cache), "index": folder / "ntu120-index.h5",
-            "checkpoint": checkpoint, "other_checkpoint": other, "video": root / "nturgb+d_rgb" / f"{SAMPLE}_rgb.avi",
-            "skeleton": skeleton, "config": config, "penn_pose": penn_pose}
+    return {
+        "folder": folder,
+        "root": root,
+        "cache": Path(cache),
+        "index": folder / "ntu120-index.h5",
+        "checkpoint": checkpoint,
+        "other_checkpoint": other,
+        "video": root / "nturgb+d_rgb" / f"{SAMPLE}_rgb.avi",
+        "skeleton": skeleton,
+        "config": config,
+        "penn_pose": penn_pose,
+    }
 
 
 def _run(args: list) -> tuple[int, list[str]]:
@@ -122,25 +145,238 @@ def _check_refused(args: list, *, names: Path, watched: list[Path]) -> str:
 
 # Each slot: which input is broken and the command line that reads it (w: the world, bad: the broken input).
 SLOTS = {
-    "predict --checkpoint": ("checkpoint", lambda w, bad: ["predict", w["video"], "--pose", w["skeleton"], "--checkpoint", bad, "--device", "cpu"]),
-    "predict --pose .skeleton": ("skeleton", lambda w, bad: ["predict", w["video"], "--pose", bad, "--checkpoint", w["checkpoint"], "--device", "cpu"]),
-    "predict --pose .npz": ("pose.npz", lambda w, bad: ["predict", w["video"], "--pose", bad, "--checkpoint", w["checkpoint"], "--device", "cpu"]),
-    "predict --pose .json": ("pose.json", lambda w, bad: ["predict", w["video"], "--pose", bad, "--checkpoint", w["checkpoint"], "--device", "cpu"]),
+    "predict --checkpoint": (
+        "checkpoint",
+        lambda w, bad: ["predict", w["video"], "--pose", w["skeleton"], "--checkpoint", bad, "--device", "cpu"],
+    ),
+    "predict --pose .skeleton": (
+        "skeleton",
+        lambda w, bad: ["predict", w["video"], "--pose", bad, "--checkpoint", w["checkpoint"], "--device", "cpu"],
+    ),
+    "predict --pose .npz": (
+        "pose.npz",
+        lambda w, bad: ["predict", w["video"], "--pose", bad, "--checkpoint", w["checkpoint"], "--device", "cpu"],
+    ),
+    "predict --pose .json": (
+        "pose.json",
+        lambda w, bad: ["predict", w["video"], "--pose", bad, "--checkpoint", w["checkpoint"], "--device", "cpu"],
+    ),
     "pose VIDEO": ("video", lambda w, bad: ["pose", bad, "-o", w["folder"] / "posed.json", "--no-progress"]),
-    "predict VIDEO": ("video", lambda w, bad: ["predict", bad, "--pose", w["skeleton"], "--checkpoint", w["checkpoint"], "--device", "cpu"]),
-    "explain --checkpoint": ("checkpoint", lambda w, bad: ["explain", w["video"], "--pose", w["skeleton"], "--checkpoint", bad, "--out", w["folder"] / "explained", "--device", "cpu"]),
-    "explain --compare": ("checkpoint", lambda w, bad: ["explain", w["video"], "--pose", w["skeleton"], "--checkpoint", w["checkpoint"], "--compare", bad, "--out", w["folder"] / "explained", "--device", "cpu"]),
-    "evaluate --checkpoint": ("checkpoint", lambda w, bad: ["evaluate", "--checkpoint", bad, "--cache", w["cache"], "--out", w["folder"] / "evaluated", "--workers", 0, "--device", "cpu"]),
-    "evaluate --cache": ("cache", lambda w, bad: ["evaluate", "--checkpoint", w["checkpoint"], "--cache", bad, "--out", w["folder"] / "evaluated", "--workers", 0, "--device", "cpu"]),
-    "train --from-cache": ("cache", lambda w, bad: ["train", "--from-cache", bad, "--out", w["folder"] / "new-run", "--config", w["config"], "--no-progress"]),
-    "train --config": ("config", lambda w, bad: ["train", "--from-cache", w["cache"], "--out", w["folder"] / "new-run", "--config", bad, "--no-progress"]),
-    "train --end-to-end --index": ("index", lambda w, bad: ["train", "--from-cache", w["cache"], "--out", w["folder"] / "new-run", "--config", w["config"], "--end-to-end", "--index", bad, "--no-progress"]),
-    "train --end-to-end --init": ("checkpoint", lambda w, bad: ["train", "--from-cache", w["cache"], "--out", w["folder"] / "new-run", "--config", w["config"], "--end-to-end", "--init", bad, "--no-progress"]),
+    "predict VIDEO": (
+        "video",
+        lambda w, bad: ["predict", bad, "--pose", w["skeleton"], "--checkpoint", w["checkpoint"], "--device", "cpu"],
+    ),
+    "explain --checkpoint": (
+        "checkpoint",
+        lambda w, bad: [
+            "explain",
+            w["video"],
+            "--pose",
+            w["skeleton"],
+            "--checkpoint",
+            bad,
+            "--out",
+            w["folder"] / "explained",
+            "--device",
+            "cpu",
+        ],
+    ),
+    "explain --compare": (
+        "checkpoint",
+        lambda w, bad: [
+            "explain",
+            w["video"],
+            "--pose",
+            w["skeleton"],
+            "--checkpoint",
+            w["checkpoint"],
+            "--compare",
+            bad,
+            "--out",
+            w["folder"] / "explained",
+            "--device",
+            "cpu",
+        ],
+    ),
+    "evaluate --checkpoint": (
+        "checkpoint",
+        lambda w, bad: [
+            "evaluate",
+            "--checkpoint",
+            bad,
+            "--cache",
+            w["cache"],
+            "--out",
+            w["folder"] / "evaluated",
+            "--workers",
+            0,
+            "--device",
+            "cpu",
+        ],
+    ),
+    "evaluate --cache": (
+        "cache",
+        lambda w, bad: [
+            "evaluate",
+            "--checkpoint",
+            w["checkpoint"],
+            "--cache",
+            bad,
+            "--out",
+            w["folder"] / "evaluated",
+            "--workers",
+            0,
+            "--device",
+            "cpu",
+        ],
+    ),
+    "train --from-cache": (
+        "cache",
+        lambda w, bad: [
+            "train",
+            "--from-cache",
+            bad,
+            "--out",
+            w["folder"] / "new-run",
+            "--config",
+            w["config"],
+            "--no-progress",
+        ],
+    ),
+    "train --config": (
+        "config",
+        lambda w, bad: [
+            "train",
+            "--from-cache",
+            w["cache"],
+            "--out",
+            w["folder"] / "new-run",
+            "--config",
+            bad,
+            "--no-progress",
+        ],
+    ),
+    "train --end-to-end --index": (
+        "index",
+        lambda w, bad: [
+            "train",
+            "--from-cache",
+            w["cache"],
+            "--out",
+            w["folder"] / "new-run",
+            "--config",
+            w["config"],
+            "--end-to-end",
+            "--index",
+            bad,
+            "--no-progress",
+        ],
+    ),
+    "train --end-to-end --init": (
+        "checkpoint",
+        lambda w, bad: [
+            "train",
+            "--from-cache",
+            w["cache"],
+            "--out",
+            w["folder"] / "new-run",
+            "--config",
+            w["config"],
+            "--end-to-end",
+            "--init",
+            bad,
+            "--no-progress",
+        ],
+    ),
     "cache info": ("cache", lambda w, bad: ["cache", "info", bad]),
-    "extract --out": ("cache", lambda w, bad: ["extract", "--dataset", "ntu120", "--root", w["root"], "--out", bad, "--index", w["folder"] / "fresh-index.h5", "--frames", 4, "--size", 32, "--weights", "random", "--device", "cpu"]),
-    "extract --index": ("index", lambda w, bad: ["extract", "--dataset", "ntu120", "--root", w["root"], "--out", w["folder"] / "fresh.zarr", "--index", bad, "--frames", 4, "--size", 32, "--weights", "random", "--device", "cpu"]),
-    "extract --root": ("root", lambda w, bad: ["extract", "--dataset", "ntu120", "--root", bad, "--out", w["folder"] / "fresh.zarr", "--index", w["folder"] / "fresh-index.h5", "--frames", 4, "--size", 32, "--weights", "random", "--device", "cpu"]),
-    "extract --weights": ("weights", lambda w, bad: ["extract", "--dataset", "ntu120", "--root", w["root"], "--out", w["folder"] / "fresh.zarr", "--index", w["folder"] / "fresh-index.h5", "--frames", 4, "--size", 32, "--weights", bad, "--device", "cpu"]),
+    "extract --out": (
+        "cache",
+        lambda w, bad: [
+            "extract",
+            "--dataset",
+            "ntu120",
+            "--root",
+            w["root"],
+            "--out",
+            bad,
+            "--index",
+            w["folder"] / "fresh-index.h5",
+            "--frames",
+            4,
+            "--size",
+            32,
+            "--weights",
+            "random",
+            "--device",
+            "cpu",
+        ],
+    ),
+    "extract --index": (
+        "index",
+        lambda w, bad: [
+            "extract",
+            "--dataset",
+            "ntu120",
+            "--root",
+            w["root"],
+            "--out",
+            w["folder"] / "fresh.zarr",
+            "--index",
+            bad,
+            "--frames",
+            4,
+            "--size",
+            32,
+            "--weights",
+            "random",
+            "--device",
+            "cpu",
+        ],
+    ),
+    "extract --root": (
+        "root",
+        lambda w, bad: [
+            "extract",
+            "--dataset",
+            "ntu120",
+            "--root",
+            bad,
+            "--out",
+            w["folder"] / "fresh.zarr",
+            "--index",
+            w["folder"] / "fresh-index.h5",
+            "--frames",
+            4,
+            "--size",
+            32,
+            "--weights",
+            "random",
+            "--device",
+            "cpu",
+        ],
+    ),
+    "extract --weights": (
+        "weights",
+        lambda w, bad: [
+            "extract",
+            "--dataset",
+            "ntu120",
+            "--root",
+            w["root"],
+            "--out",
+            w["folder"] / "fresh.zarr",
+            "--index",
+            w["folder"] / "fresh-index.h5",
+            "--frames",
+            4,
+            "--size",
+            32,
+            "--weights",
+            bad,
+            "--device",
+            "cpu",
+        ],
+    ),
 }
 
 
@@ -165,7 +401,9 @@ def _good_input(world: dict, what: str, tmp_path: Path) -> Path:
 FINE = {("extract --out", "empty"), ("extract --root", "truncated")}
 
 
-@pytest.mark.parametrize(("slot", "kind"), [(slot, kind) for slot in sorted(SLOTS) for kind in KINDS if (slot, kind) not in FINE])
+@pytest.mark.parametrize(
+    ("slot", "kind"), [(slot, kind) for slot in sorted(SLOTS) for kind in KINDS if (slot, kind) not in FINE]
+)
 def test_a_broken_input_is_refused_in_one_line_and_changes_nothing(world, tmp_path, slot, kind):
     what, command = SLOTS[slot]
     good = _good_input(world, what, tmp_path)
@@ -177,43 +415,77 @@ def test_wrong_content_is_refused_in_one_line(world, tmp_path):
     """Readable files that hold the wrong thing: another model's checkpoint, another layout's pose, a video as pose."""
     w = world
     watched = [w["folder"], tmp_path]
-    line = _check_refused(["predict", w["video"], "--pose", w["skeleton"], "--checkpoint", w["other_checkpoint"]],
-                          names=w["other_checkpoint"], watched=watched)
+    line = _check_refused(
+        ["predict", w["video"], "--pose", w["skeleton"], "--checkpoint", w["other_checkpoint"]],
+        names=w["other_checkpoint"],
+        watched=watched,
+    )
     assert "dim" in line or "shape" in line
-    line = _check_refused(["predict", w["video"], "--pose", w["penn_pose"], "--checkpoint", w["checkpoint"]],
-                          names=w["penn_pose"], watched=watched)
+    line = _check_refused(
+        ["predict", w["video"], "--pose", w["penn_pose"], "--checkpoint", w["checkpoint"]],
+        names=w["penn_pose"],
+        watched=watched,
+    )
     assert "13" in line and "25" in line
     as_pose = shutil.copy(w["video"], tmp_path / "video.skeleton")  # a video named like a skeleton
-    _check_refused(["predict", w["video"], "--pose", as_pose, "--checkpoint", w["checkpoint"]], names=Path(as_pose),
-                   watched=watched)
+    _check_refused(
+        ["predict", w["video"], "--pose", as_pose, "--checkpoint", w["checkpoint"]],
+        names=Path(as_pose),
+        watched=watched,
+    )
     config = tmp_path / "typo.toml"
     config.write_text("epochz = 3\n")
-    line = _check_refused(["train", "--from-cache", w["cache"], "--out", tmp_path / "run", "--config", config],
-                          names=config, watched=watched)
+    line = _check_refused(
+        ["train", "--from-cache", w["cache"], "--out", tmp_path / "run", "--config", config],
+        names=config,
+        watched=watched,
+    )
     assert "epochz" in line
     listed = tmp_path / "list.json"
     listed.write_text("[1, 2, 3]\n")
-    _check_refused(["train", "--from-cache", w["cache"], "--out", tmp_path / "run", "--config", listed],
-                   names=listed, watched=watched)
+    _check_refused(
+        ["train", "--from-cache", w["cache"], "--out", tmp_path / "run", "--config", listed],
+        names=listed,
+        watched=watched,
+    )
     foreign = tmp_path / "foreign.h5"  # an HDF5 file, but not an annotation index
     with h5py.File(foreign, "w") as h5:
         h5.create_dataset("values", data=np.arange(4))
-    extract = ["extract", "--dataset", "ntu120", "--root", w["root"], "--frames", 4, "--size", 32, "--weights", "random"]
+    extract = [
+        "extract",
+        "--dataset",
+        "ntu120",
+        "--root",
+        w["root"],
+        "--frames",
+        4,
+        "--size",
+        32,
+        "--weights",
+        "random",
+    ]
     _check_refused([*extract, "--out", tmp_path / "new.zarr", "--index", foreign], names=foreign, watched=watched)
     # The existing cache with other settings: refused before the index next to it is touched.
-    line = _check_refused([*extract[:-6], "--frames", 4, "--size", 64, "--weights", "random", "--out", w["cache"]],
-                          names=w["cache"], watched=watched)
+    line = _check_refused(
+        [*extract[:-6], "--frames", 4, "--size", 64, "--weights", "random", "--out", w["cache"]],
+        names=w["cache"],
+        watched=watched,
+    )
     assert "input_size" in line
     outside = tmp_path / "outside.npz"  # a pose in the pixels of a 1920x1080 original, for the 96x54 video
     np.savez(outside, keypoints=np.full((40, 1, 25, 3), [900.0, 600.0, 1.0], np.float32))
-    line = _check_refused(["predict", w["video"], "--pose", outside, "--checkpoint", w["checkpoint"]], names=outside,
-                          watched=watched)
+    line = _check_refused(
+        ["predict", w["video"], "--pose", outside, "--checkpoint", w["checkpoint"]], names=outside, watched=watched
+    )
     assert "96x54 frame" in line and "x 900..900" in line
     state = torch.load(w["checkpoint"], weights_only=True)  # a checkpoint whose fingerprint lost its layout
     fingerprint = {k: v for k, v in state["fingerprint"].items() if k != "layout"}
     torch.save({**state, "fingerprint": fingerprint}, tmp_path / "no-layout.pt")
-    _check_refused(["predict", w["video"], "--pose", w["skeleton"], "--checkpoint", tmp_path / "no-layout.pt"],
-                   names=tmp_path / "no-layout.pt", watched=watched)
+    _check_refused(
+        ["predict", w["video"], "--pose", w["skeleton"], "--checkpoint", tmp_path / "no-layout.pt"],
+        names=tmp_path / "no-layout.pt",
+        watched=watched,
+    )
 
 
 def test_resume_from_a_broken_last_checkpoint_is_refused(world, tmp_path):
@@ -221,30 +493,53 @@ def test_resume_from_a_broken_last_checkpoint_is_refused(world, tmp_path):
     for kind in ("empty", "truncated", "random", "image"):
         shutil.rmtree(run, ignore_errors=True)
         _break(world["checkpoint"], run / "last.pt", kind)
-        _check_refused(["train", "--out", run, "--resume", "--no-progress"], names=run / "last.pt",
-                       watched=[world["folder"], tmp_path])
+        _check_refused(
+            ["train", "--out", run, "--resume", "--no-progress"],
+            names=run / "last.pt",
+            watched=[world["folder"], tmp_path],
+        )
 
 
 CUSTOM_FILES = ("manifest.csv", "layout.json", "classes.txt")
 
 
 # A class list cut after a line is a valid shorter list: the samples of the classes it lost fail as unknown_label.
-@pytest.mark.parametrize(("name", "kind"), [(name, kind) for name in CUSTOM_FILES
-                                            for kind in ("empty", "truncated", "random", "folder", "image")
-                                            if (name, kind) != ("classes.txt", "truncated")])
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        (name, kind)
+        for name in CUSTOM_FILES
+        for kind in ("empty", "truncated", "random", "folder", "image")
+        if (name, kind) != ("classes.txt", "truncated")
+    ],
+)
 def test_a_broken_custom_dataset_file_is_refused(tmp_path, name, kind):
     """A custom folder's manifest, layout and class list: refused before anything is indexed or extracted."""
     root = tmp_path / "custom"
     (root / "videos").mkdir(parents=True)
-    (root / "manifest.csv").write_text("video,label,split,pose\nvideos/a.avi,wave,train,poses/a.npz\n"
-                                       "videos/b.avi,jump,test,poses/b.npz\n")
+    (root / "manifest.csv").write_text(
+        "video,label,split,pose\nvideos/a.avi,wave,train,poses/a.npz\nvideos/b.avi,jump,test,poses/b.npz\n"
+    )
     (root / "layout.json").write_text('{"layout": "coco17", "persons": 1}\n')
     (root / "classes.txt").write_text("wave\njump\n")
     good = tmp_path / name
     shutil.move(root / name, good)
     _break(good, root / name, kind)
-    _check_refused(["extract", "--dataset", "folder", "--root", root, "--out", tmp_path / "out" / "cache.zarr",
-                    "--weights", "random"], names=root / name, watched=[tmp_path])
+    _check_refused(
+        [
+            "extract",
+            "--dataset",
+            "folder",
+            "--root",
+            root,
+            "--out",
+            tmp_path / "out" / "cache.zarr",
+            "--weights",
+            "random",
+        ],
+        names=root / name,
+        watched=[tmp_path],
+    )
 
 
 @settings(max_examples=150, deadline=None)
@@ -256,11 +551,14 @@ def test_any_bytes_parse_as_a_skeleton_or_raise_star_error(data):
         assert "generated.skeleton" in str(err)
 
 
-valid_joint = st.lists(st.one_of(st.floats(allow_nan=True), st.integers(-5, 5), st.text(max_size=3), st.none()),
-                       min_size=0, max_size=4)
-json_pose = st.recursive(st.one_of(valid_joint, st.none(), st.integers(), st.text(max_size=4)),
-                         lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(["keypoints", "x"]), inner, max_size=2),
-                         max_leaves=30)
+valid_joint = st.lists(
+    st.one_of(st.floats(allow_nan=True), st.integers(-5, 5), st.text(max_size=3), st.none()), min_size=0, max_size=4
+)
+json_pose = st.recursive(
+    st.one_of(valid_joint, st.none(), st.integers(), st.text(max_size=4)),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(["keypoints", "x"]), inner, max_size=2),
+    max_leaves=30,
+)
 
 
 @settings(max_examples=150, deadline=None)

@@ -34,8 +34,17 @@ def test_star_bench_quick_runs_every_benchmark_and_finds_every_figure(tmp_path):
 def test_learning_benchmark_quick_mode_writes_its_section(tmp_path):
     out = tmp_path / "RESULTS.md"
     out.write_text("# earlier results\n\nkept as they are\n")
-    result = _run("-m", "benchmarks.learning", "--quick", "--workdir", str(tmp_path / "work"), "--out", str(out),
-                  "--json", str(tmp_path / "runs.json"))
+    result = _run(
+        "-m",
+        "benchmarks.learning",
+        "--quick",
+        "--workdir",
+        str(tmp_path / "work"),
+        "--out",
+        str(out),
+        "--json",
+        str(tmp_path / "runs.json"),
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     text = out.read_text()
     assert text.startswith("# earlier results") and LEARNING_SECTION in text
@@ -47,8 +56,17 @@ def test_learning_benchmark_quick_mode_writes_its_section(tmp_path):
 def test_crossmodal_benchmark_quick_mode_writes_its_section_and_the_runner_keeps_it(tmp_path):
     out = tmp_path / "RESULTS.md"
     out.write_text(f"# earlier results\n\n{LEARNING_SECTION}\n\nkept\n")
-    result = _run("-m", "benchmarks.crossmodal", "--quick", "--workdir", str(tmp_path / "work"), "--out", str(out),
-                  "--json", str(tmp_path / "runs.json"))
+    result = _run(
+        "-m",
+        "benchmarks.crossmodal",
+        "--quick",
+        "--workdir",
+        str(tmp_path / "work"),
+        "--out",
+        str(out),
+        "--json",
+        str(tmp_path / "runs.json"),
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     text = out.read_text()
     assert text.startswith("# earlier results") and LEARNING_SECTION in text and CROSSMODAL_SECTION in text
@@ -57,7 +75,7 @@ def test_crossmodal_benchmark_quick_mode_writes_its_section_and_the_runner_keeps
     assert sorted(run["modality"] for run in runs) == ["both", "pose", "rgb"]
     classes = {name for run in runs for name in run["per_class"]}
     assert {"drink water", "eat meal/snack", "brushing teeth", "clapping"} <= classes
-    sections = text[text.find(LEARNING_SECTION):]
+    sections = text[text.find(LEARNING_SECTION) :]
     write_results([], out=out, quick=True, machine_info=machine(), started="now", partial=True)  # the runner's rewrite
     rewritten = out.read_text()
     assert not rewritten.startswith("# earlier results") and rewritten.endswith(sections)  # both sections kept
@@ -69,16 +87,40 @@ def test_penn_benchmark_quick_mode_on_the_real_test_files_writes_its_section(tmp
     out = tmp_path / "RESULTS.md"
     out.write_text("# earlier results\n")
     root = REPO / "tests" / "data" / "penn_action"
-    result = _run("-m", "benchmarks.penn", "--root", str(root), "--quick", "--workdir", str(tmp_path / "work"),
-                  "--out", str(out), "--json", str(tmp_path / "penn.json"))
+    result = _run(
+        "-m",
+        "benchmarks.penn",
+        "--root",
+        str(root),
+        "--quick",
+        "--workdir",
+        str(tmp_path / "work"),
+        "--out",
+        str(out),
+        "--json",
+        str(tmp_path / "penn.json"),
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     figures = json.loads((tmp_path / "penn.json").read_text())
-    assert 0.0 <= figures["runs"][0]["top1"] <= 1.0 and set(figures["baselines"]) == {"logistic regression", "1-nearest neighbour"}
+    assert 0.0 <= figures["runs"][0]["top1"] <= 1.0 and set(figures["baselines"]) == {
+        "logistic regression",
+        "1-nearest neighbour",
+    }
     assert all(speed["loader"] > 0 and speed["in_memory"] > 0 for speed in figures["speed"].values())
     text = out.read_text()
     assert SECTION in text and "| logistic regression on normalised joint trajectories |" in text
-    result = _run("-m", "benchmarks.penn", "--root", str(root), "--quick", "--ablations", "--workdir",
-                  str(tmp_path / "work"), "--out", str(out))
+    result = _run(
+        "-m",
+        "benchmarks.penn",
+        "--root",
+        str(root),
+        "--quick",
+        "--ablations",
+        "--workdir",
+        str(tmp_path / "work"),
+        "--out",
+        str(out),
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     text = out.read_text()
     assert SECTION in text and ABLATION_SECTION in text and "| no augmentation |" in text

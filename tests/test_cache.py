@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline.cache import (
+from pipeline.core.errors import StarError
+from pipeline.extraction.store import (
     CacheLayout,
     FeatureCache,
     SampleStatus,
     dequantize_map,
     quantize_map,
 )
-from pipeline.errors import StarError
 
 LAYOUT = CacheLayout.for_mc3_18(frames=4, input_size=112, persons=2, num_joints=5)
 FINGERPRINT = {"weights": "random:0", "frames": 4, "input_size": 112, "crop": "full", "code": "test"}
@@ -32,8 +32,11 @@ def sample_result(row: int):
     if row % 7 == 3:
         return f"corrupt video {row}"
     rng = np.random.default_rng(row)
-    result = {name: np.maximum(rng.normal(size=shape), 0).astype(np.float32)
-              for name, shape in LAYOUT.sample_shapes().items() if name != "joints"}
+    result = {
+        name: np.maximum(rng.normal(size=shape), 0).astype(np.float32)
+        for name, shape in LAYOUT.sample_shapes().items()
+        if name != "joints"
+    }
     result["heatmaps"] = np.minimum(result["heatmaps"], 1)
     result["joints"] = rng.uniform(0, 14, size=LAYOUT.sample_shapes()["joints"]).astype(np.float32)
     return result
@@ -48,8 +51,16 @@ def _create(path, n=10, *, unit_size=4, quantize=False, fingerprint=FINGERPRINT,
     labels = np.arange(n) % 3
     if splits is None:
         splits = {"xsub-train": np.arange(n) % 2 == 0, "xsub-test": np.arange(n) % 2 == 1}
-    return FeatureCache.create_or_open(path, fingerprint=fingerprint, layout=LAYOUT, sample_ids=ids, labels=labels,
-                                       splits=splits, unit_size=unit_size, quantize=quantize)
+    return FeatureCache.create_or_open(
+        path,
+        fingerprint=fingerprint,
+        layout=LAYOUT,
+        sample_ids=ids,
+        labels=labels,
+        splits=splits,
+        unit_size=unit_size,
+        quantize=quantize,
+    )
 
 
 def _run_all(cache):
@@ -123,9 +134,14 @@ def test_fingerprint_mismatch_lists_every_differing_key(tmp_path):
     with pytest.raises(StarError) as err:
         _create(path, fingerprint=changed, quantize=True)
     message = str(err.value)
-    for part in ("crop: stored 'full' vs requested 'person'", "frames: stored 4 vs requested 8",
-                 "decoder: stored <missing> vs requested 'pyav'", "code: stored 'test' vs requested <missing>",
-                 "cache 8-bit: stored False vs requested True", "--out"):
+    for part in (
+        "crop: stored 'full' vs requested 'person'",
+        "frames: stored 4 vs requested 8",
+        "decoder: stored <missing> vs requested 'pyav'",
+        "code: stored 'test' vs requested <missing>",
+        "cache 8-bit: stored False vs requested True",
+        "--out",
+    ):
         assert part in message
     assert "weights" not in message and "\n" not in message
 
@@ -133,8 +149,12 @@ def test_fingerprint_mismatch_lists_every_differing_key(tmp_path):
 def test_write_unit_then_read_back_with_failures_recorded(tmp_path):
     cache = _create(tmp_path / "c.zarr", n=10)
     cache.write_unit(0, {row: sample_result(row) for row in (0, 1, 3)})  # row 2 left pending, row 3 fails
-    assert cache.status().tolist()[:4] == [SampleStatus.DONE, SampleStatus.DONE, SampleStatus.PENDING,
-                                           SampleStatus.FAILED]
+    assert cache.status().tolist()[:4] == [
+        SampleStatus.DONE,
+        SampleStatus.DONE,
+        SampleStatus.PENDING,
+        SampleStatus.FAILED,
+    ]
     assert cache.failures() == [(_ids(10)[3], "corrupt video 3")]
     for row in (0, 1):
         _assert_sample_equals(cache, row)
@@ -176,9 +196,14 @@ def test_growth_appends_samples_and_keeps_data(tmp_path):
     cache = _create(path, n=6)  # the last unit (rows 4, 5) is partial
     _run_all(cache)
     grown = FeatureCache.create_or_open(
-        path, fingerprint=FINGERPRINT, layout=LAYOUT, sample_ids=["NEW0", *_ids(6)[::-1], "NEW1", "NEW2"],
+        path,
+        fingerprint=FINGERPRINT,
+        layout=LAYOUT,
+        sample_ids=["NEW0", *_ids(6)[::-1], "NEW1", "NEW2"],
         labels=[0, *(np.arange(6) % 3)[::-1], 1, 2],
-        splits={"xsub-train": np.ones(9, bool), "xview-train": np.zeros(9, bool)}, unit_size=99)
+        splits={"xsub-train": np.ones(9, bool), "xview-train": np.zeros(9, bool)},
+        unit_size=99,
+    )
     assert grown.unit_size == 4 and grown.n_samples == 9
     assert grown.sample_ids.tolist() == [*_ids(6), "NEW0", "NEW1", "NEW2"]  # existing rows never move
     assert grown.labels.tolist()[6:] == [0, 1, 2]
@@ -193,8 +218,9 @@ def test_growth_appends_samples_and_keeps_data(tmp_path):
     for row in (4, 5, 6, 7):
         _assert_sample_equals(grown, row)
     with pytest.raises(StarError, match="different label"):
-        FeatureCache.create_or_open(path, fingerprint=FINGERPRINT, layout=LAYOUT, sample_ids=_ids(6),
-                                    labels=np.arange(6) % 3 + 1, splits={})
+        FeatureCache.create_or_open(
+            path, fingerprint=FINGERPRINT, layout=LAYOUT, sample_ids=_ids(6), labels=np.arange(6) % 3 + 1, splits={}
+        )
 
 
 def test_growth_killed_before_its_commit_is_redone(tmp_path):
@@ -215,8 +241,9 @@ def test_growth_killed_before_its_commit_is_redone(tmp_path):
 
 def test_duplicate_sample_ids_are_refused(tmp_path):
     with pytest.raises(StarError, match="more than once"):
-        FeatureCache.create_or_open(tmp_path / "c.zarr", fingerprint={}, layout=LAYOUT, sample_ids=["a", "a"],
-                                    labels=[0, 0], splits={})
+        FeatureCache.create_or_open(
+            tmp_path / "c.zarr", fingerprint={}, layout=LAYOUT, sample_ids=["a", "a"], labels=[0, 0], splits={}
+        )
 
 
 def test_data_without_status_is_pending_and_redone(tmp_path):
@@ -239,7 +266,7 @@ WRITER = """
 import sys
 sys.path.insert(0, {tests!r})
 from test_cache import sample_result
-from pipeline.cache import FeatureCache
+from pipeline.extraction.store import FeatureCache
 cache = FeatureCache.open({path!r}, mode="r+")
 for unit in [unit for unit in cache.pending_units() if unit % {step} == {first}]:
     results = {{row: sample_result(row) for row in cache.unit_samples(unit)}}
@@ -252,8 +279,11 @@ print("finished", flush=True)
 
 def _kill_writer_mid_run(path, *, after_starts, delay):
     """Start a writer process, SIGKILL it `delay` s after it starts its `after_starts`-th unit. Returns units begun."""
-    process = subprocess.Popen([sys.executable, "-c", WRITER.format(tests=str(TESTS_DIR), path=str(path), first=0,
-                                                                    step=1)], stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", WRITER.format(tests=str(TESTS_DIR), path=str(path), first=0, step=1)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     begun = []
     for line in process.stdout:
         if line.startswith("start"):
@@ -301,9 +331,13 @@ def test_concurrent_writers_of_different_units_lose_nothing(tmp_path):
     clean, shared = tmp_path / "clean.zarr", tmp_path / "shared.zarr"
     _run_all(_create(clean, n=40))
     _create(shared, n=40)
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER.format(tests=str(TESTS_DIR), path=str(shared),
-                                                                     first=first, step=2)],
-                                stdout=subprocess.DEVNULL) for first in (0, 1)]  # even units and odd units
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER.format(tests=str(TESTS_DIR), path=str(shared), first=first, step=2)],
+            stdout=subprocess.DEVNULL,
+        )
+        for first in (0, 1)
+    ]  # even units and odd units
     assert [writer.wait(timeout=60) for writer in writers] == [0, 0]
     _assert_same_store(clean, shared)
 
@@ -426,8 +460,10 @@ def test_pickled_cache_reads_in_another_process(tmp_path):
     reader.read(0)  # handles are open in this process; they must not travel
     payload = pickle.dumps(reader)
     assert pickle.loads(payload).read(1)["label"] == 1
-    child = ("import pickle, sys; cache = pickle.loads(sys.stdin.buffer.read()); s = cache.read(2); "
-             "print(s['label'], float(s['local'].sum()), cache.done_mask().tolist())")
+    child = (
+        "import pickle, sys; cache = pickle.loads(sys.stdin.buffer.read()); s = cache.read(2); "
+        "print(s['label'], float(s['local'].sum()), cache.done_mask().tolist())"
+    )
     out = subprocess.run([sys.executable, "-c", child], input=payload, capture_output=True, check=True).stdout
     label, total, done = out.decode().split(" ", 2)
     assert int(label) == 2 and float(total) == pytest.approx(float(reader.read(2)["local"].sum()))
@@ -435,8 +471,15 @@ def test_pickled_cache_reads_in_another_process(tmp_path):
 
 
 def test_fsspec_url_store(tmp_path):
-    cache = FeatureCache.create_or_open("memory://star-test/c.zarr", fingerprint=FINGERPRINT, layout=LAYOUT,
-                                        sample_ids=_ids(4), labels=[0, 1, 2, 0], splits={}, unit_size=2)
+    cache = FeatureCache.create_or_open(
+        "memory://star-test/c.zarr",
+        fingerprint=FINGERPRINT,
+        layout=LAYOUT,
+        sample_ids=_ids(4),
+        labels=[0, 1, 2, 0],
+        splits={},
+        unit_size=2,
+    )
     cache.write_unit(1, {2: sample_result(2), 3: sample_result(3)})
     reopened = FeatureCache.open("memory://star-test/c.zarr")
     _assert_sample_equals(reopened, 2)

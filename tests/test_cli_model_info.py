@@ -49,7 +49,13 @@ def test_model_options_one_line_each():
     default = run(*SMALL)
     literal = run(*SMALL, "--norm", "post", "--init", "vit", "--no-token-norm", "--no-temporal-embedding")
     assert default.exit_code == 0 and literal.exit_code == 0, literal.output
-    for name, value in (("norm", "pre"), ("init", "fan_in"), ("token_norm", "True"), ("temporal_embedding", "True"), ("joint_position", "fourier")):
+    for name, value in (
+        ("norm", "pre"),
+        ("init", "fan_in"),
+        ("token_norm", "True"),
+        ("temporal_embedding", "True"),
+        ("joint_position", "fourier"),
+    ):
         assert f"  {name:<24} {value}" in default.stdout
     for name, value in (("norm", "post"), ("init", "vit"), ("token_norm", "False"), ("temporal_embedding", "False")):
         assert f"  {name:<24} {value}" in literal.stdout
@@ -59,7 +65,11 @@ def test_model_options_one_line_each():
 
 
 def test_bad_options_fail_with_the_reason():
-    for args, reason in ((["--frames", "15"], "frames must be even"), (["--encoder", "FX"], "FX"), (["--norm", "mid"], "mid")):
+    for args, reason in (
+        (["--frames", "15"], "frames must be even"),
+        (["--encoder", "FX"], "FX"),
+        (["--norm", "mid"], "mid"),
+    ):
         result = run(*args)
         assert result.exit_code == 1
         assert "per_frame" not in result.stdout

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.clips import clip_indices, frames_agree, usable_frames
+from pipeline.sources.clips import clip_indices, frames_agree, usable_frames
 
 
 def test_segment_centres_are_deterministic():

@@ -17,10 +17,15 @@ from torchvision.models.video import mc3_18
 
 from model.star import ModelConfig, build_model
 from model.tokens import joint_heatmaps
-from pipeline.backbone import backbone_from_fingerprint, weights_id
-from pipeline.cache import CacheLayout, FeatureCache
-from pipeline.classifier import ClipClassifier
-from pipeline.data import (
+from pipeline.core.errors import StarError
+from pipeline.extraction.extract import ExtractConfig, extract
+from pipeline.extraction.store import CacheLayout, FeatureCache
+from pipeline.extraction.weights import backbone_from_fingerprint, weights_id
+from pipeline.sources.index import default_index_path
+from pipeline.sources.layouts import layout_from_spec
+from pipeline.sources.synthetic import generate_ntu_dataset
+from pipeline.training.classifier import ClipClassifier
+from pipeline.training.data import (
     CachedClips,
     ClipAugment,
     VideoClips,
@@ -30,15 +35,14 @@ from pipeline.data import (
     flip_maps,
     read_cache_meta,
 )
-from pipeline.errors import StarError
-from pipeline.extract import ExtractConfig, extract
-from pipeline.index import default_index_path
-from pipeline.layouts import layout_from_spec
-from pipeline.synthetic import generate_ntu_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TOY_LAYOUT = {"name": "toy5", "joint_names": ["head", "hand_l", "hand_r", "foot_l", "foot_r"], "flip_pairs": [[1, 2], [3, 4]]}
+TOY_LAYOUT = {
+    "name": "toy5",
+    "joint_names": ["head", "hand_l", "hand_r", "foot_l", "foot_r"],
+    "flip_pairs": [[1, 2], [3, 4]],
+}
 TOY_CLASSES = [f"action {c}" for c in range(10)]  # the model sees 10 classes; the toy data uses 4 of them
 TOY_USED_CLASSES = (1, 4, 6, 9)
 TOY_BENCHMARK = "toy-xsub"
@@ -76,11 +80,15 @@ def toy_sample(row: int, label: int, layout: CacheLayout, *, signal: float = 1.5
     confidence = np.ones((frames, persons, joints, 1))
     confidence[0, 0, 0] = 0.0  # one missing joint, as real skeletons have
     joints_arr = np.concatenate([xy, confidence], axis=-1).astype(np.float32)  # (T, P, J, 3)
-    heat = joint_heatmaps(torch.from_numpy(joints_arr.reshape(1, frames, persons * joints, 3)), size=layout.local_shape[1:], sigma=1.0)[0]
+    heat = joint_heatmaps(
+        torch.from_numpy(joints_arr.reshape(1, frames, persons * joints, 3)), size=layout.local_shape[1:], sigma=1.0
+    )[0]
     return {"local": local, "global": global_, "heatmaps": heat.numpy(), "joints": joints_arr}
 
 
-def write_toy_cache(path, *, n: int = 24, frames: int = 4, fingerprint: dict | None = None, failed=(), pending=(), signal: float = 1.5) -> FeatureCache:
+def write_toy_cache(
+    path, *, n: int = 24, frames: int = 4, fingerprint: dict | None = None, failed=(), pending=(), signal: float = 1.5
+) -> FeatureCache:
     """A real cache of `n` samples: every 4th block of 4 rows is test (all classes), the rest train; given rows failed or left pending."""
     layout = CacheLayout.for_mc3_18(frames=frames, input_size=32, persons=1, num_joints=5)
     labels = np.array([TOY_USED_CLASSES[row % len(TOY_USED_CLASSES)] for row in range(n)], dtype=np.int64)
@@ -99,7 +107,9 @@ def write_toy_cache(path, *, n: int = 24, frames: int = 4, fingerprint: dict | N
         for row in cache.unit_samples(unit):
             if row in pending:
                 continue
-            results[row] = f"corrupt video {row}" if row in failed else toy_sample(row, int(labels[row]), layout, signal=signal)
+            results[row] = (
+                f"corrupt video {row}" if row in failed else toy_sample(row, int(labels[row]), layout, signal=signal)
+            )
         cache.write_unit(unit, results)
     return cache
 
@@ -108,9 +118,23 @@ def extract_video_cache(folder) -> str:
     """Generated NTU-format videos (2 classes x 4 clips, subjects 1 = xsub train and 3 = xsub test), extracted for
     real with a random-weight MC3-18 at T = 4, 32 x 32; the index lies next to the cache, where extraction puts it."""
     root = folder / "ntu"
-    generate_ntu_dataset(root, samples_per_class=4, actions=(23, 27), subjects=(1, 3), cameras=(1, 2), frame_size=(96, 54))
+    generate_ntu_dataset(
+        root, samples_per_class=4, actions=(23, 27), subjects=(1, 3), cameras=(1, 2), frame_size=(96, 54)
+    )
     out = folder / "cache.zarr"
-    summary = extract(ExtractConfig(dataset="ntu120", root=root, out=str(out), frames=4, size=32, weights="random", unit_size=4, batch_size=4, workers=1))
+    summary = extract(
+        ExtractConfig(
+            dataset="ntu120",
+            root=root,
+            out=str(out),
+            frames=4,
+            size=32,
+            weights="random",
+            unit_size=4,
+            batch_size=4,
+            workers=1,
+        )
+    )
     assert summary.exit_code == 0 and summary.done == 8
     return str(out)
 
@@ -129,7 +153,11 @@ def test_cached_clips_reads_only_done_samples_of_the_split(toy_cache):
     item = train[0]
     assert item["local"].shape == (4, 256, 4, 4) and item["global"].shape == (4, 512, 2, 2)
     assert item["heatmaps"].shape == (4, 5, 4, 4) and item["joints"].shape == (4, 5, 3)
-    assert item["local"].dtype == torch.float16 and item["joints"].dtype == torch.float32 and item["label"].dtype == torch.int64
+    assert (
+        item["local"].dtype == torch.float16
+        and item["joints"].dtype == torch.float32
+        and item["label"].dtype == torch.int64
+    )
     stored = toy_cache.read(int(train.rows[0]))  # float32, the same values
     assert torch.equal(item["global"].float(), torch.from_numpy(stored["global"]))
     assert int(item["label"]) == stored["label"]
@@ -139,7 +167,9 @@ def test_preloaded_and_subset_clips_equal_the_read_ones(toy_cache, monkeypatch):
     split = f"{TOY_BENCHMARK}-train"
     read = CachedClips(path=toy_cache.path, split_name=split, augment=ClipAugment(joint_dropout=0.3))
     wanted = read.sample_ids[::3]
-    subset = CachedClips(path=toy_cache.path, split_name=split, sample_ids=wanted, preload=True, augment=ClipAugment(joint_dropout=0.3))
+    subset = CachedClips(
+        path=toy_cache.path, split_name=split, sample_ids=wanted, preload=True, augment=ClipAugment(joint_dropout=0.3)
+    )
     assert subset.sample_ids.tolist() == wanted.tolist() and subset._cache is not None
     for epoch in (0, 1):  # augmentation of a preloaded sample works on a copy: the next epoch starts clean
         read.set_epoch(epoch)
@@ -147,8 +177,13 @@ def test_preloaded_and_subset_clips_equal_the_read_ones(toy_cache, monkeypatch):
         for i, row in enumerate(subset.rows):
             a, b = subset[i], read[int(np.flatnonzero(read.rows == row)[0])]
             assert all(torch.equal(a[key], b[key]) for key in a)
-    monkeypatch.setattr(os, "sysconf", lambda name: {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 64}[name])  # a 256 KiB machine
-    with pytest.raises(StarError, match="preloading 17 cached samples needs 1 MiB, more than half of this machine.s 0 MiB: train with --no-preload"):
+    monkeypatch.setattr(
+        os, "sysconf", lambda name: {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 64}[name]
+    )  # a 256 KiB machine
+    with pytest.raises(
+        StarError,
+        match="preloading 17 cached samples needs 1 MiB, more than half of this machine.s 0 MiB: train with --no-preload",
+    ):
         CachedClips(path=toy_cache.path, split_name=split, preload=True)
 
 
@@ -196,7 +231,9 @@ def test_flip_keeps_joints_on_their_heatmap_peaks_and_swaps_sides(toy_cache):
 
 def test_joint_dropout_hides_joints_and_their_heatmaps(toy_cache):
     sample = toy_cache.read(0)
-    augmented = augment_maps(sample, augment=ClipAugment(joint_dropout=0.5), flip_permutation=None, rng=np.random.default_rng(3))
+    augmented = augment_maps(
+        sample, augment=ClipAugment(joint_dropout=0.5), flip_permutation=None, rng=np.random.default_rng(3)
+    )
     hidden = augmented["joints"][..., 2] == 0  # (T, P, J)
     newly_hidden = hidden & (sample["joints"][..., 2] > 0)
     assert 0 < newly_hidden.sum() < hidden.size
@@ -225,7 +262,9 @@ def test_augmentation_depends_only_on_seed_epoch_and_row(toy_cache):
     a.set_epoch(1)
     assert any(not torch.equal(x, a[i]["global"]) for i, x in enumerate(first))  # flips differ between epochs
     with pytest.raises(StarError, match="hflip needs the joint layout"):
-        augment_maps(toy_cache.read(0), augment=ClipAugment(hflip=1.0), flip_permutation=None, rng=np.random.default_rng(0))
+        augment_maps(
+            toy_cache.read(0), augment=ClipAugment(hflip=1.0), flip_permutation=None, rng=np.random.default_rng(0)
+        )
 
 
 def test_video_flip_mirrors_pixels_and_joints():
@@ -234,7 +273,13 @@ def test_video_flip_mirrors_pixels_and_joints():
     frames[:, 10, 3] = 255  # a bright pixel at x = 3, y = 10
     joints = np.zeros((2, 1, 5, 3), dtype=np.float32)
     joints[:, 0, 1] = (3.0, 10.0, 1.0)  # left hand on the bright pixel
-    out_frames, out_joints = augment_video(frames, joints, augment=ClipAugment(hflip=1.0), flip_permutation=layout.flip_permutation(), rng=np.random.default_rng(0))
+    out_frames, out_joints = augment_video(
+        frames,
+        joints,
+        augment=ClipAugment(hflip=1.0),
+        flip_permutation=layout.flip_permutation(),
+        rng=np.random.default_rng(0),
+    )
     assert out_frames[0, 10, 28].max() == 255  # 32 - 1 - 3
     assert tuple(out_joints[0, 0, 2]) == (28.0, 10.0, 1.0)  # now the right hand, on the mirrored pixel
     assert out_joints[0, 0, 1, 2] == 0  # the (missing) right hand became the missing left hand
@@ -249,14 +294,25 @@ def test_video_clips_reproduce_the_cached_clip(tmp_path):
     video = VideoClips(index_path=index, sample_ids=cached.sample_ids, spec=meta.clip_spec)
     assert len(video) == len(cached) == 4 and video.labels.tolist() == cached.labels.tolist()
     backbone = backbone_from_fingerprint(meta.fingerprint)
-    star = build_model(ModelConfig(num_classes=len(meta.class_names), persons=meta.persons, num_joints=meta.num_joints, dim=32, depth=1, heads=2,
-                                  frames=meta.clip_spec.frames))
+    star = build_model(
+        ModelConfig(
+            num_classes=len(meta.class_names),
+            persons=meta.persons,
+            num_joints=meta.num_joints,
+            dim=32,
+            depth=1,
+            heads=2,
+            frames=meta.clip_spec.frames,
+        )
+    )
     model = ClipClassifier(star=star, backbone=backbone).eval()
     for i in range(len(video)):
         from_cache, from_video = cached[i], video[i]
         assert from_video["video"].shape == (4, 3, 32, 32) and from_video["video"].dtype == torch.uint8
         with torch.no_grad():
-            local, global_, heatmaps, joints = star.inputs_from_video(from_video["video"][None], from_video["joints"][None], backbone=backbone)
+            local, global_, heatmaps, joints = star.inputs_from_video(
+                from_video["video"][None], from_video["joints"][None], backbone=backbone
+            )
             logits_cache = model({k: v[None] for k, v in from_cache.items()})
             logits_video = model({k: v[None] for k, v in from_video.items()})
         torch.testing.assert_close(local[0], from_cache["local"].float(), atol=2e-3, rtol=2e-3)
@@ -287,5 +343,7 @@ def test_backbone_from_a_weights_file_needs_that_file(tmp_path):
     with pytest.raises(StarError, match="is not the backbone weights file of the cache"):
         backbone_from_fingerprint(fingerprint, weights=str(other))
     backbone = backbone_from_fingerprint(fingerprint, weights=str(path))
-    assert torch.equal(backbone.layer4[0].conv1[0].weight, torch.load(path, weights_only=True)["layer4.0.conv1.0.weight"])
+    assert torch.equal(
+        backbone.layer4[0].conv1[0].weight, torch.load(path, weights_only=True)["layer4.0.conv1.0.weight"]
+    )
     assert not backbone.training and not any(p.requires_grad for p in backbone.parameters())

@@ -30,9 +30,18 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     cache = write_toy_cache(tmp_path / "toy.zarr", n=24).path  # 20 train clips, 2 of them carved for validation
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     single, ddp = tmp_path / "single", tmp_path / "ddp"
-    subprocess.run([sys.executable, *_train_command(cache, single)], cwd=REPO, env=env, check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, *_train_command(cache, single)],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    done = subprocess.run([*launch, *_train_command(cache, ddp)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [*launch, *_train_command(cache, ddp)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
     one, two = torch.load(single / "last.pt", weights_only=True), torch.load(ddp / "last.pt", weights_only=True)
@@ -43,6 +52,8 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     lines_two = [json.loads(line) for line in (ddp / "metrics.jsonl").read_text().splitlines()]
     assert len(lines_two) == 2  # rank 0 alone writes the log
     for a, b in zip(lines_one, lines_two):
-        assert abs(a["train.loss"] - b["train.loss"]) < 1e-5 and a["val.top1"] == b["val.top1"] and b["val.samples"] == 2
+        assert (
+            abs(a["train.loss"] - b["train.loss"]) < 1e-5 and a["val.top1"] == b["val.top1"] and b["val.samples"] == 2
+        )
     assert len(list((ddp / "tensorboard").iterdir())) == 1
     assert done.stdout.count("trained 2 epochs") == 1  # one summary, from rank 0

@@ -15,30 +15,55 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
+from pipeline.core.errors import StarError
 from pipeline.demo import demo_config, split_subjects
-from pipeline.errors import StarError
-from pipeline.layouts import NTU25
-from pipeline.plots import (
+from pipeline.inference.plots import (
     box_aspect,
     frame_importance_size,
     per_class_accuracy_size,
     skeleton_box,
     training_curves_size,
 )
-from pipeline.predict import read_pose
+from pipeline.inference.predict import read_pose
+from pipeline.sources.layouts import NTU25
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-REDUCED = ["--samples-per-class", "16", "--classes", "4", "--epochs", "30", "--size", "32", "--frames", "8", "--frame-width", "96"]
-REPORT_FILES = ("metrics.json", "report.md", "report.json", "confusion.csv", "confusion.png", "per_class.csv",
-                "per_class_accuracy.png", "training_curves.png", "frame_importance.png", "explain.json")
+REDUCED = [
+    "--samples-per-class",
+    "16",
+    "--classes",
+    "4",
+    "--epochs",
+    "30",
+    "--size",
+    "32",
+    "--frames",
+    "8",
+    "--frame-width",
+    "96",
+]
+REPORT_FILES = (
+    "metrics.json",
+    "report.md",
+    "report.json",
+    "confusion.csv",
+    "confusion.png",
+    "per_class.csv",
+    "per_class_accuracy.png",
+    "training_curves.png",
+    "frame_importance.png",
+    "explain.json",
+)
 
 
 def read_png(path, size=None) -> np.ndarray:
     image = matplotlib.image.imread(path)
     if size is not None:
         width, height = size
-        assert image.shape[:2] == (height, width), f"{path.name}: {image.shape[1]}x{image.shape[0]}, expected {width}x{height}"
+        assert image.shape[:2] == (height, width), (
+            f"{path.name}: {image.shape[1]}x{image.shape[0]}, expected {width}x{height}"
+        )
     assert image.ndim == 3 and image[..., :3].std() > 0.05, f"{path.name} is blank"
     return image
 
@@ -65,11 +90,20 @@ def test_demo_writes_the_whole_report(demo_runs):
 
     metrics = json.loads((report / "metrics.json").read_text())
     evaluation = json.loads((report / "report.json").read_text())
-    assert metrics["held_out"]["top1"] == evaluation["top1"] and metrics["held_out"]["clips"] == evaluation["num_samples"]
+    assert (
+        metrics["held_out"]["top1"] == evaluation["top1"] and metrics["held_out"]["clips"] == evaluation["num_samples"]
+    )
     assert metrics["held_out"]["checkpoint"].endswith("last.pt") and metrics["held_out"]["epoch"] == 29
     assert metrics["dataset"]["clips"] == 64 and 3 in metrics["dataset"]["held_out_subjects"]
     assert metrics["extraction"]["backbone_weights"].startswith("random")
-    assert {stage["name"] for stage in metrics["stages"]} == {"dataset", "extract", "train", "evaluate", "explain", "report"}
+    assert {stage["name"] for stage in metrics["stages"]} == {
+        "dataset",
+        "extract",
+        "train",
+        "evaluate",
+        "explain",
+        "report",
+    }
 
     explanation = json.loads((report / "explain.json").read_text())
     (model,) = explanation["models"]

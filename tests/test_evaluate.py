@@ -13,13 +13,13 @@ from test_data import toy_fingerprint, write_toy_cache
 from typer.testing import CliRunner
 
 from cli import app
-from pipeline.checkpoints import check_fingerprint, load_trained_model, read_checkpoint
-from pipeline.data import CachedClips
-from pipeline.differences import differing_keys
-from pipeline.errors import StarError
-from pipeline.evaluate import OTHER_CLASSES, MetricCounter, evaluate_checkpoint, write_report_files
-from pipeline.train import train
-from pipeline.train_config import resolve_config
+from pipeline.core.differences import differing_keys
+from pipeline.core.errors import StarError
+from pipeline.inference.evaluate import OTHER_CLASSES, MetricCounter, evaluate_checkpoint, write_report_files
+from pipeline.training.checkpoints import check_fingerprint, load_trained_model, read_checkpoint
+from pipeline.training.config import resolve_config
+from pipeline.training.data import CachedClips
+from pipeline.training.loop import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -142,8 +142,11 @@ def test_a_checkpoint_of_the_post_ln_model_before_the_learning_fixes_is_refused_
     cache, checkpoint = trained
     old = torch.load(checkpoint, weights_only=True)
     old["format"] = 1
-    old["model_config"] = {k: v for k, v in old["model_config"].items()
-                           if k not in ("norm", "init", "token_norm", "temporal_embedding", "frames", "joint_position")}
+    old["model_config"] = {
+        k: v
+        for k, v in old["model_config"].items()
+        if k not in ("norm", "init", "token_norm", "temporal_embedding", "frames", "joint_position")
+    }
     path = tmp_path / "old.pt"
     torch.save(old, path)
     with pytest.raises(StarError, match="has format 1, written by an older STAR"):
@@ -161,8 +164,15 @@ def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("trained")
     cache = write_toy_cache(folder / "toy.zarr", signal=4.0)
     cfg = resolve_config(
-        overrides={"cache": cache.path, "out": str(folder / "run"), "epochs": 3, "batch_size": 8, "workers": 0, "lr": 3e-3,
-                   "model": {"dim": 32, "depth": 1, "heads": 2}},
+        overrides={
+            "cache": cache.path,
+            "out": str(folder / "run"),
+            "epochs": 3,
+            "batch_size": 8,
+            "workers": 0,
+            "lr": 3e-3,
+            "model": {"dim": 32, "depth": 1, "heads": 2},
+        },
         preset="small",
     )
     train(cfg, show_progress=False)
@@ -175,13 +185,18 @@ def _star(*args):
 
 def test_evaluate_json_matches_a_direct_forward_pass(trained, tmp_path):
     cache, checkpoint = trained
-    result = _star("evaluate", "--checkpoint", checkpoint, "--cache", cache, "--out", tmp_path / "eval", "--workers", 0, "--json")
+    result = _star(
+        "evaluate", "--checkpoint", checkpoint, "--cache", cache, "--out", tmp_path / "eval", "--workers", 0, "--json"
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)  # nothing but JSON on stdout
     assert report["split"] == "toy-xsub-test" and report["num_samples"] == 4 and report["num_classes_model"] == 10
     assert report["confusion_rows"] == ["action 1", "action 4", "action 6", "action 9"]
     assert sum(map(sum, report["confusion"])) == 4
-    assert all((tmp_path / "eval" / name).is_file() for name in ("report.json", "confusion.csv", "confusion.png", "per_class.csv"))
+    assert all(
+        (tmp_path / "eval" / name).is_file()
+        for name in ("report.json", "confusion.csv", "confusion.png", "per_class.csv")
+    )
 
     model = load_trained_model(torch.load(checkpoint, weights_only=True), video=False)
     test = CachedClips(path=cache, split_name="toy-xsub-test")
@@ -214,14 +229,20 @@ def test_a_format_2_checkpoint_is_read_with_its_joint_count_renamed(trained, tmp
     cache, checkpoint = trained
     current = torch.load(checkpoint, weights_only=True)
     old = {**current, "format": 2}
-    old["model_config"] = {("joints" if k == "num_joints" else k): v for k, v in current["model_config"].items()
-                           if k != "attention_dropout"}
+    old["model_config"] = {
+        ("joints" if k == "num_joints" else k): v
+        for k, v in current["model_config"].items()
+        if k != "attention_dropout"
+    }
     old["config"] = {**current["config"], "model": dict(old["model_config"])}
     path = tmp_path / "format2.pt"
     torch.save(old, path)
     state = read_checkpoint(path)
     # What the format-2 model did: dropout on the attention probabilities too.
-    assert state["format"] == 3 and state["model_config"] == {**current["model_config"], "attention_dropout": current["model_config"]["dropout"]}
+    assert state["format"] == 3 and state["model_config"] == {
+        **current["model_config"],
+        "attention_dropout": current["model_config"]["dropout"],
+    }
     assert state["config"]["model"]["num_joints"] == current["model_config"]["num_joints"]
     a = evaluate_checkpoint(checkpoint=checkpoint, cache=cache, out_dir=tmp_path / "a", workers=0)
     b = evaluate_checkpoint(checkpoint=path, cache=cache, out_dir=tmp_path / "b", workers=0)
@@ -232,8 +253,28 @@ def test_a_format_2_checkpoint_is_read_with_its_joint_count_renamed(trained, tmp
 def test_a_single_modality_model_is_trained_recorded_and_reported(trained, tmp_path, modality):
     cache, _ = trained
     run = tmp_path / modality
-    result = _star("train", "--from-cache", cache, "--out", run, "--epochs", 1, "--batch-size", 8, "--workers", 0,
-                   "--no-progress", "--dim", 32, "--depth", 1, "--heads", 2, "--modality", modality)
+    result = _star(
+        "train",
+        "--from-cache",
+        cache,
+        "--out",
+        run,
+        "--epochs",
+        1,
+        "--batch-size",
+        8,
+        "--workers",
+        0,
+        "--no-progress",
+        "--dim",
+        32,
+        "--depth",
+        1,
+        "--heads",
+        2,
+        "--modality",
+        modality,
+    )
     assert result.exit_code == 0, result.output
     state = torch.load(run / "last.pt", weights_only=True)
     assert state["model_config"]["modality"] == modality

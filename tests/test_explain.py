@@ -18,16 +18,16 @@ from typer.testing import CliRunner
 
 from cli import app
 from model.rollout import attention_rollout
-from pipeline.checkpoints import load_trained_model, read_checkpoint
-from pipeline.clips import ClipSpec, load_clip, usable_frames
-from pipeline.explain import drawing_bones
-from pipeline.index import AnnotationIndex
-from pipeline.layouts import NTU25, layout_from_spec
-from pipeline.plots import box_aspect, frame_importance_size, skeleton_box
-from pipeline.predict import read_pose
-from pipeline.train import train
-from pipeline.train_config import resolve_config
-from pipeline.video import probe_video
+from pipeline.inference.explain import drawing_bones
+from pipeline.inference.plots import box_aspect, frame_importance_size, skeleton_box
+from pipeline.inference.predict import read_pose
+from pipeline.sources.clips import ClipSpec, load_clip, usable_frames
+from pipeline.sources.index import AnnotationIndex
+from pipeline.sources.layouts import NTU25, layout_from_spec
+from pipeline.sources.video import probe_video
+from pipeline.training.checkpoints import load_trained_model, read_checkpoint
+from pipeline.training.config import resolve_config
+from pipeline.training.loop import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -52,8 +52,18 @@ def trained(tmp_path_factory):
     cache = extract_video_cache(folder)
     checkpoints = {}
     for name, encoder, decoder in (("star", "FZ", "FB"), ("fattn", "FF", "FF")):
-        cfg = resolve_config(overrides={"cache": cache, "out": str(folder / name), "epochs": 1, "batch_size": 4, "workers": 0, "benchmark": "ntu120-xsub",
-                                        "device": "cpu", "model": {**TINY, "encoder": encoder, "decoder": decoder}})
+        cfg = resolve_config(
+            overrides={
+                "cache": cache,
+                "out": str(folder / name),
+                "epochs": 1,
+                "batch_size": 4,
+                "workers": 0,
+                "benchmark": "ntu120-xsub",
+                "device": "cpu",
+                "model": {**TINY, "encoder": encoder, "decoder": decoder},
+            }
+        )
         train(cfg, show_progress=False)
         checkpoints[name] = sharpened(folder / name / "last.pt", folder / f"{name}-sharp.pt", seed=len(checkpoints))
     index = AnnotationIndex(folder / "ntu120-index.h5")
@@ -74,11 +84,20 @@ def rollout_directly(checkpoint: Path, video: Path, pose: Path) -> tuple[torch.T
     """Scores (T,), class probabilities and frame indices, built here from the public pieces, not by explain."""
     state = read_checkpoint(checkpoint)
     fingerprint = state["fingerprint"]
-    spec = ClipSpec(frames=int(fingerprint["frames"]), size=int(fingerprint["input_size"]), crop=str(fingerprint["crop"]))
+    spec = ClipSpec(
+        frames=int(fingerprint["frames"]), size=int(fingerprint["input_size"]), crop=str(fingerprint["crop"])
+    )
     info = probe_video(video)
-    skeleton = read_pose(pose, layout=NTU25, persons=int(state["model_config"]["persons"]), frame_size=(info.width, info.height))
-    clip = load_clip(video=video, skeleton=skeleton, usable_frames=usable_frames(info.frames, skeleton.shape[0]),
-                     frame_size=(info.width, info.height), spec=spec)
+    skeleton = read_pose(
+        pose, layout=NTU25, persons=int(state["model_config"]["persons"]), frame_size=(info.width, info.height)
+    )
+    clip = load_clip(
+        video=video,
+        skeleton=skeleton,
+        usable_frames=usable_frames(info.frames, skeleton.shape[0]),
+        frame_size=(info.width, info.height),
+        spec=spec,
+    )
     model = load_trained_model(state, video=True)
     frames = torch.from_numpy(clip.frames).permute(0, 3, 1, 2)[None]  # (1, T, 3, S, S)
     joints = torch.from_numpy(clip.joints.reshape(spec.frames, -1, 3))[None]  # (1, T, P*J, 3)
@@ -90,8 +109,22 @@ def rollout_directly(checkpoint: Path, video: Path, pose: Path) -> tuple[torch.T
 
 def test_explain_cli_json_matches_the_model(trained, tmp_path):
     out = tmp_path / "explain"
-    result = CliRunner().invoke(app, ["explain", str(trained["video"]), "--pose", str(trained["pose"]),
-                                      "--checkpoint", str(trained["star"]), "--out", str(out), "--device", "cpu", "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "explain",
+            str(trained["video"]),
+            "--pose",
+            str(trained["pose"]),
+            "--checkpoint",
+            str(trained["star"]),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report == json.loads((out / "explain.json").read_text())
@@ -107,9 +140,26 @@ def test_explain_cli_json_matches_the_model(trained, tmp_path):
     shares = [share for _, share in model["top_joints"]]
     assert len(shares) == 3 and shares == sorted(shares, reverse=True) and sum(shares) <= model["joint_share"] + 1e-6
     assert all(name in NTU25.joint_names for name, _ in model["top_joints"])
-    assert "evidence: grid tokens" in CliRunner().invoke(app, ["explain", str(trained["video"]), "--pose", str(trained["pose"]),
-                                                              "--checkpoint", str(trained["star"]), "--out", str(tmp_path / "text"),
-                                                              "--device", "cpu"]).output
+    assert (
+        "evidence: grid tokens"
+        in CliRunner()
+        .invoke(
+            app,
+            [
+                "explain",
+                str(trained["video"]),
+                "--pose",
+                str(trained["pose"]),
+                "--checkpoint",
+                str(trained["star"]),
+                "--out",
+                str(tmp_path / "text"),
+                "--device",
+                "cpu",
+            ],
+        )
+        .output
+    )
     top = probabilities.topk(len(model["top"]))
     assert [c["class_id"] for c in model["top"]] == top.indices.tolist()
     np.testing.assert_allclose([c["probability"] for c in model["top"]], top.values.numpy(), rtol=1e-5)
@@ -123,8 +173,23 @@ def test_explain_cli_json_matches_the_model(trained, tmp_path):
 
 def test_explain_side_by_side_with_the_fattn_only_model(trained, tmp_path):
     out = tmp_path / "both"
-    result = CliRunner().invoke(app, ["explain", str(trained["video"]), "--pose", str(trained["pose"]), "--checkpoint",
-                                      str(trained["star"]), "--compare", str(trained["fattn"]), "--out", str(out), "--device", "cpu"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "explain",
+            str(trained["video"]),
+            "--pose",
+            str(trained["pose"]),
+            "--checkpoint",
+            str(trained["star"]),
+            "--compare",
+            str(trained["fattn"]),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "FAttn only (FF/FF)" in result.output and "STAR (FZ/FB)" in result.output
     report = json.loads((out / "explain.json").read_text())
@@ -152,10 +217,32 @@ def test_explain_refuses_models_of_other_features(trained, tmp_path):
     state["fingerprint"] = {**state["fingerprint"], "input_size": 64}
     other = tmp_path / "other.pt"
     torch.save(state, other)
-    result = CliRunner().invoke(app, ["explain", str(trained["video"]), "--pose", str(trained["pose"]), "--checkpoint",
-                                      str(trained["star"]), "--compare", str(other), "--out", str(tmp_path / "x")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "explain",
+            str(trained["video"]),
+            "--pose",
+            str(trained["pose"]),
+            "--checkpoint",
+            str(trained["star"]),
+            "--compare",
+            str(other),
+            "--out",
+            str(tmp_path / "x"),
+        ],
+    )
     assert result.exit_code == 1
     assert "extracted differently" in result.output and "input_size" in result.output
-    result = CliRunner().invoke(app, ["explain", str(trained["video"]), "--pose", str(tmp_path / "missing.skeleton"),
-                                      "--checkpoint", str(trained["star"])])
+    result = CliRunner().invoke(
+        app,
+        [
+            "explain",
+            str(trained["video"]),
+            "--pose",
+            str(tmp_path / "missing.skeleton"),
+            "--checkpoint",
+            str(trained["star"]),
+        ],
+    )
     assert result.exit_code == 1 and "does not exist" in result.output

@@ -17,19 +17,28 @@ import torch
 from typer.testing import CliRunner
 
 from cli import app
-from pipeline.cache import FeatureCache, SampleStatus
-from pipeline.clips import ClipSpec, load_clip
-from pipeline.errors import StarError
-from pipeline.extract import ExtractConfig, extract, plan, refresh_index
-from pipeline.synthetic import generate_ntu_dataset
+from pipeline.core.errors import StarError
+from pipeline.extraction.extract import ExtractConfig, extract, plan, refresh_index
+from pipeline.extraction.store import FeatureCache, SampleStatus
+from pipeline.sources.clips import ClipSpec, load_clip
+from pipeline.sources.synthetic import generate_ntu_dataset
 
 DATA = Path(__file__).parent / "data"
 ACTIONS = (23, 27, 80)  # hand waving, jump up, squat down
 
 
 def small_config(root: Path, out: Path, **overrides) -> ExtractConfig:
-    base = ExtractConfig(dataset="ntu120", root=root, out=str(out), frames=4, size=64, weights="random",
-                         unit_size=4, batch_size=2, workers=2)
+    base = ExtractConfig(
+        dataset="ntu120",
+        root=root,
+        out=str(out),
+        frames=4,
+        size=64,
+        weights="random",
+        unit_size=4,
+        batch_size=2,
+        workers=2,
+    )
     return replace(base, **overrides)
 
 
@@ -83,9 +92,11 @@ def test_rerun_is_a_no_op(clean_cache, dataset):
 def test_sigkill_mid_run_then_resume_equals_clean_run(dataset, clean_cache, tmp_path):
     out = tmp_path / "killed.zarr"
     cfg = small_config(dataset, out, unit_size=2)
-    code = (f"from pathlib import Path; from pipeline.extract import ExtractConfig, extract; "
-            f"extract(ExtractConfig(dataset='ntu120', root=Path({str(dataset)!r}), out={str(out)!r}, frames=4, "
-            f"size=64, weights='random', unit_size=2, batch_size=2, workers=2))")
+    code = (
+        f"from pathlib import Path; from pipeline.extraction.extract import ExtractConfig, extract; "
+        f"extract(ExtractConfig(dataset='ntu120', root=Path({str(dataset)!r}), out={str(out)!r}, frames=4, "
+        f"size=64, weights='random', unit_size=2, batch_size=2, workers=2))"
+    )
     process = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parent.parent)
     try:
         deadline = time.monotonic() + 120
@@ -157,8 +168,13 @@ def test_real_ntu_video_goes_through_decode_to_features():
     frames = 103  # the real clip: 1920x1080 H.264 in AVI
     skeleton = np.zeros((frames, 1, 25, 3), np.float32)
     skeleton[..., 0], skeleton[..., 1], skeleton[..., 2] = 960 + np.arange(25) * 4, 540 + np.arange(25) * 6, 1.0
-    clip = load_clip(video=DATA / "S001C001P001R001A001_rgb.avi", skeleton=skeleton, usable_frames=frames,
-                     frame_size=(1920, 1080), spec=ClipSpec(frames=4, size=112, crop="person"))
+    clip = load_clip(
+        video=DATA / "S001C001P001R001A001_rgb.avi",
+        skeleton=skeleton,
+        usable_frames=frames,
+        frame_size=(1920, 1080),
+        spec=ClipSpec(frames=4, size=112, crop="person"),
+    )
     assert clip.frames.shape == (4, 112, 112, 3) and clip.frames.std() > 5  # real picture content
     assert list(clip.frame_indices) == [12, 38, 64, 90]
     assert (clip.joints[..., 2] == 1).all()
@@ -186,14 +202,30 @@ def test_cli_extract_and_cache_info(dataset, clean_cache, tmp_path):
     result = runner.invoke(app, ["cache", "info", str(clean_cache), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["done"] == 12
-    result = runner.invoke(app, ["extract", "--dataset", "ntu120", "--root", str(dataset), "--out",
-                                 str(tmp_path / "x.zarr"), "--frames", "5", "--weights", "random"])
+    result = runner.invoke(
+        app,
+        [
+            "extract",
+            "--dataset",
+            "ntu120",
+            "--root",
+            str(dataset),
+            "--out",
+            str(tmp_path / "x.zarr"),
+            "--frames",
+            "5",
+            "--weights",
+            "random",
+        ],
+    )
     assert result.exit_code == 1 and "--frames must be even" in result.output
-    result = runner.invoke(app, ["extract", "--dataset", "kinetics", "--root", str(dataset), "--out",
-                                 str(tmp_path / "x.zarr")])
+    result = runner.invoke(
+        app, ["extract", "--dataset", "kinetics", "--root", str(dataset), "--out", str(tmp_path / "x.zarr")]
+    )
     assert result.exit_code == 1 and "Unknown dataset" in result.output
-    result = runner.invoke(app, ["extract", "--dataset", "ntu120", "--root", str(tmp_path / "nowhere"), "--out",
-                                 str(tmp_path / "x.zarr")])
+    result = runner.invoke(
+        app, ["extract", "--dataset", "ntu120", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.zarr")]
+    )
     assert result.exit_code == 1 and "does not exist" in result.output
     result = runner.invoke(app, ["cache", "info", str(tmp_path / "nothing.zarr")])
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from prefect_server import PrefectServer
 
-from pipeline.cache import FeatureCache, SampleStatus
-from pipeline.synthetic import generate_ntu_dataset
+from pipeline.extraction.store import FeatureCache, SampleStatus
+from pipeline.sources.synthetic import generate_ntu_dataset
 
 STAR = [sys.executable, "-m", "cli"]
 COMMON = ["--dataset", "ntu120", "--frames", "4", "--size", "64", "--weights", "random", "--unit-size", "2"]
@@ -34,8 +34,13 @@ def test_dask_local_cluster_extracts_everything(server, tmp_path):
     root = tmp_path / "ntu"
     generate_ntu_dataset(root, samples_per_class=2, actions=(23, 27), subjects=(1,), cameras=(1, 2))
     out = tmp_path / "cache.zarr"
-    result = subprocess.run([*STAR, "extract", *COMMON, "--root", str(root), "--out", str(out), "--dask-workers", "2"],
-                            env=server.env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [*STAR, "extract", *COMMON, "--root", str(root), "--out", str(out), "--dask-workers", "2"],
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert done_count(out) == 4
 
@@ -45,16 +50,46 @@ def test_scheduled_deployment_extracts_new_samples(server, tmp_path):
     generate_ntu_dataset(root, samples_per_class=1, actions=(23, 27), subjects=(1,), cameras=(1,))
     out = tmp_path / "cache.zarr"
     log = open(tmp_path / "serve.log", "wb")
-    serve = subprocess.Popen([*STAR, "schedule", "extract", *COMMON, "--root", str(root), "--out", str(out),
-                              "--cron", "0 3 * * *", "--name", "nightly-test"],
-                             env=server.env, stdout=log, stderr=subprocess.STDOUT)
+    serve = subprocess.Popen(
+        [
+            *STAR,
+            "schedule",
+            "extract",
+            *COMMON,
+            "--root",
+            str(root),
+            "--out",
+            str(out),
+            "--cron",
+            "0 3 * * *",
+            "--name",
+            "nightly-test",
+        ],
+        env=server.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
-        run = [sys.executable, "-m", "prefect", "deployment", "run", "star-extract/nightly-test", "--watch",
-               "--watch-timeout", "240"]
+        run = [
+            sys.executable,
+            "-m",
+            "prefect",
+            "deployment",
+            "run",
+            "star-extract/nightly-test",
+            "--watch",
+            "--watch-timeout",
+            "240",
+        ]
         deadline = time.monotonic() + 90
         while True:  # the deployment exists once the serve process has registered it
-            listed = subprocess.run([sys.executable, "-m", "prefect", "deployment", "ls"], env=server.env,
-                                    capture_output=True, text=True, timeout=60)
+            listed = subprocess.run(
+                [sys.executable, "-m", "prefect", "deployment", "ls"],
+                env=server.env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             if "nightly-test" in listed.stdout or time.monotonic() > deadline or serve.poll() is not None:
                 break
             time.sleep(1)

@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.datasets.folder import FolderReader, read_pose_file
-from pipeline.errors import StarError
-from pipeline.index import AnnotationIndex, build_index
-from pipeline.layouts import COCO17, JointLayout
+from pipeline.core.errors import StarError
+from pipeline.sources.datasets.folder import FolderReader, read_pose_file
+from pipeline.sources.index import AnnotationIndex, build_index
+from pipeline.sources.layouts import COCO17, JointLayout
 
 
 def write_video(path: Path, frames: int, size=(64, 48)) -> None:
@@ -35,6 +35,7 @@ def make_folder(root: Path, *, layout: dict | None = None, rows: list[str] | Non
     two_people = rng.uniform(0, 60, (8, 2, 17, 3)).astype(np.float32)
     two_people[..., 2] = [[0.2], [0.9]]  # person slot 1 is the confident one
     np.savez(root / "poses" / "wave_01.npz", keypoints=two_people)
+
     def person() -> list:
         return np.concatenate([rng.uniform(0, 60, (17, 2)), rng.uniform(0, 1, (17, 1))], 1).tolist()
 

@@ -13,9 +13,9 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline.datasets import read_dataset
-from pipeline.errors import StarError
-from pipeline.index import AnnotationIndex, build_index
+from pipeline.core.errors import StarError
+from pipeline.sources.datasets import read_dataset
+from pipeline.sources.index import AnnotationIndex, build_index
 
 
 def file_state(path: Path) -> tuple[int, bytes]:

@@ -37,7 +37,9 @@ def fixed_clips(seed: int = 0) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
     t = torch.linspace(0, 1, FRAMES)  # (T,)
     base = 1.0 + 2.0 * torch.rand(clips, 1, JOINTS, 2, generator=generator)  # (B, 1, N, 2) cells of a 4x4 map
     phase = 2 * math.pi * labels.float() / CLASSES  # (B,)
-    path = 0.8 * torch.stack((torch.cos(2 * math.pi * t[None] + phase[:, None]), torch.sin(2 * math.pi * t[None] + phase[:, None])), dim=-1)
+    path = 0.8 * torch.stack(
+        (torch.cos(2 * math.pi * t[None] + phase[:, None]), torch.sin(2 * math.pi * t[None] + phase[:, None])), dim=-1
+    )
     xy = base + path[:, :, None] + 0.05 * torch.randn(clips, FRAMES, JOINTS, 2, generator=generator)  # (B, T, N, 2)
     joints = torch.cat((xy, torch.ones(clips, FRAMES, JOINTS, 1)), dim=-1)  # (B, T, N, 3)
     local = torch.randn(clips, FRAMES, 256, 4, 4, generator=generator).abs()
@@ -75,6 +77,8 @@ def test_tiny_star_memorises_16_clips(norm, dim):
 
 def test_the_detector_catches_the_collapsed_initialisation():
     """ViT's trunc-normal(0.02) with the paper's post-LN at width 64: the collapse this test exists for, at lr 1e-3."""
-    literal = config(dim=64, norm="post", init="vit", token_norm=False, temporal_embedding=False, joint_position="linear")
+    literal = config(
+        dim=64, norm="post", init="vit", token_norm=False, temporal_embedding=False, joint_position="linear"
+    )
     accuracies = [train_accuracy(literal, lr=1e-3, seed=seed) for seed in range(5)]
     assert statistics.median(accuracies) <= 0.5, accuracies

@@ -8,21 +8,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.datasets.ntu import (
+from pipeline.core.errors import StarError
+from pipeline.sources.datasets.ntu import (
     NTU_CLASS_NAMES,
     NtuReader,
     missing_skeleton_list,
     ntu_splits,
     parse_ntu_name,
 )
-from pipeline.datasets.ntu_skeleton import (
+from pipeline.sources.datasets.ntu_skeleton import (
     KINECT_COLOR_SIZE,
     parse_skeleton,
     read_ntu_skeleton,
     select_bodies,
 )
-from pipeline.errors import StarError
-from pipeline.index import AnnotationIndex, build_index
+from pipeline.sources.index import AnnotationIndex, build_index
 
 BIG_ID = 72057594037931101  # a real NTU bodyID: float64 would round it
 

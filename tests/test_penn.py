@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import scipy.io
 
-from pipeline.datasets.penn import PENN_CLASSES, PennReader, read_penn_labels
-from pipeline.errors import StarError
-from pipeline.index import AnnotationIndex, build_index
+from pipeline.core.errors import StarError
+from pipeline.sources.datasets.penn import PENN_CLASSES, PennReader, read_penn_labels
+from pipeline.sources.index import AnnotationIndex, build_index
 
 
 def test_class_order_is_fixed_not_sorted_at_load_time():

@@ -14,9 +14,9 @@ from test_data import write_toy_cache
 from typer.testing import CliRunner
 
 from cli import app
-from pipeline.errors import StarError
-from pipeline.evaluate import PerClassRow
-from pipeline.plots import (
+from pipeline.core.errors import StarError
+from pipeline.inference.evaluate import PerClassRow
+from pipeline.inference.plots import (
     PERSON_COLOURS,
     ImportanceSeries,
     box_aspect,
@@ -48,12 +48,22 @@ def colour_pixels(image: np.ndarray, hex_colour: str, tolerance: float = 0.06) -
 
 
 def metrics_records(epochs: int) -> list[dict]:
-    """What pipeline.train's RunLog writes per epoch."""
+    """What pipeline.training.loop's RunLog writes per epoch."""
     return [
-        {"epoch": e, "global_step": 10 * (e + 1), "train.loss": 2.3 / (e + 1), "train.top1": min(1.0, 0.1 + 0.2 * e),
-         "train.samples_per_s": 40.0, "train.seconds": 3.0, "lr": 1e-3 * (1 - e / epochs),
-         "val.top1": min(1.0, 0.1 + 0.15 * e), "val.top5": min(1.0, 0.5 + 0.1 * e), "val.mean_class_accuracy": 0.1,
-         "val.loss": 2.4 / (e + 1), "val.samples": 30.0}
+        {
+            "epoch": e,
+            "global_step": 10 * (e + 1),
+            "train.loss": 2.3 / (e + 1),
+            "train.top1": min(1.0, 0.1 + 0.2 * e),
+            "train.samples_per_s": 40.0,
+            "train.seconds": 3.0,
+            "lr": 1e-3 * (1 - e / epochs),
+            "val.top1": min(1.0, 0.1 + 0.15 * e),
+            "val.top5": min(1.0, 0.5 + 0.1 * e),
+            "val.mean_class_accuracy": 0.1,
+            "val.loss": 2.4 / (e + 1),
+            "val.samples": 30.0,
+        }
         for e in range(epochs)
     ]
 
@@ -83,8 +93,10 @@ def test_metrics_log_errors_say_what_to_do(tmp_path):
 
 
 def test_per_class_accuracy_bars(tmp_path):
-    rows = [PerClassRow(class_id=i, class_name=f"class number {i}", support=10, correct=c, accuracy=c / 10, precision=0.5)
-            for i, c in enumerate([10, 7, 3, 0, 9])]
+    rows = [
+        PerClassRow(class_id=i, class_name=f"class number {i}", support=10, correct=c, accuracy=c / 10, precision=0.5)
+        for i, c in enumerate([10, 7, 3, 0, 9])
+    ]
     path = plot_per_class_accuracy(rows=rows, out=tmp_path / "per_class.png")
     read_png(path, per_class_accuracy_size(5))
     with pytest.raises(StarError, match="empty"):
@@ -106,18 +118,38 @@ def toy_clip(frames: int = 6, height: int = 90, width: int = 160):
 def test_frame_importance_figure(tmp_path, models):
     frames, joints, bones = toy_clip()
     scores = np.array([0.05, 0.1, 0.4, 0.2, 0.15, 0.1])
-    series = [ImportanceSeries(label=f"model {k}", scores=np.roll(scores, k), note="predicts clapping (90%)") for k in range(models)]
-    path = plot_frame_importance(frames=frames, joints=joints, bones=bones, series=series, frame_indices=[0, 9, 19, 29, 39, 49],
-                                 out=tmp_path / "importance.png")
+    series = [
+        ImportanceSeries(label=f"model {k}", scores=np.roll(scores, k), note="predicts clapping (90%)")
+        for k in range(models)
+    ]
+    path = plot_frame_importance(
+        frames=frames,
+        joints=joints,
+        bones=bones,
+        series=series,
+        frame_indices=[0, 9, 19, 29, 39, 49],
+        out=tmp_path / "importance.png",
+    )
     image = read_png(path, frame_importance_size(frames=6, series=models, aspect=90 / 160))
     drawn = colour_pixels(image, PERSON_COLOURS[0])
     assert drawn > 50  # the first person's skeleton is drawn on the frames
 
     hidden = joints.copy()
     hidden[..., 2] = 0.0  # no confident joint: nothing is drawn
-    path = plot_frame_importance(frames=frames, joints=hidden, bones=bones, series=series, frame_indices=list(range(6)),
-                                 out=tmp_path / "hidden.png")
-    assert colour_pixels(read_png(path, frame_importance_size(frames=6, series=models, aspect=90 / 160)), PERSON_COLOURS[0]) < drawn / 10
+    path = plot_frame_importance(
+        frames=frames,
+        joints=hidden,
+        bones=bones,
+        series=series,
+        frame_indices=list(range(6)),
+        out=tmp_path / "hidden.png",
+    )
+    assert (
+        colour_pixels(
+            read_png(path, frame_importance_size(frames=6, series=models, aspect=90 / 160)), PERSON_COLOURS[0]
+        )
+        < drawn / 10
+    )
 
 
 def test_frame_importance_zooms_to_the_skeletons(tmp_path):
@@ -129,12 +161,30 @@ def test_frame_importance_zooms_to_the_skeletons(tmp_path):
     assert y0 < joints[..., 1][visible].min() and y1 > joints[..., 1][visible].max()
     assert x0 >= -0.5 and y0 >= -0.5 and x1 <= 159.5 and y1 <= 89.5  # never past the frame (pixel edges)
     series = [ImportanceSeries(label="m", scores=[1 / 6] * 6)]
-    path = plot_frame_importance(frames=frames, joints=joints, bones=bones, series=series, frame_indices=list(range(6)),
-                                 out=tmp_path / "zoomed.png", box=box)
+    path = plot_frame_importance(
+        frames=frames,
+        joints=joints,
+        bones=bones,
+        series=series,
+        frame_indices=list(range(6)),
+        out=tmp_path / "zoomed.png",
+        box=box,
+    )
     zoomed = read_png(path, frame_importance_size(frames=6, series=1, aspect=box_aspect(box)))
-    full = read_png(plot_frame_importance(frames=frames, joints=joints, bones=bones, series=series, frame_indices=list(range(6)),
-                                          out=tmp_path / "full.png"), frame_importance_size(frames=6, series=1, aspect=90 / 160))
-    assert colour_pixels(zoomed, PERSON_COLOURS[0]) > colour_pixels(full, PERSON_COLOURS[0])  # the skeleton is drawn larger
+    full = read_png(
+        plot_frame_importance(
+            frames=frames,
+            joints=joints,
+            bones=bones,
+            series=series,
+            frame_indices=list(range(6)),
+            out=tmp_path / "full.png",
+        ),
+        frame_importance_size(frames=6, series=1, aspect=90 / 160),
+    )
+    assert colour_pixels(zoomed, PERSON_COLOURS[0]) > colour_pixels(
+        full, PERSON_COLOURS[0]
+    )  # the skeleton is drawn larger
     hidden = joints.copy()
     hidden[..., 2] = 0
     assert skeleton_box(hidden, width=160, height=90) == (-0.5, -0.5, 159.5, 89.5)
@@ -144,23 +194,52 @@ def test_frame_importance_checks_its_inputs(tmp_path):
     frames, joints, bones = toy_clip()
     good = [ImportanceSeries(label="m", scores=[1 / 6] * 6)]
     with pytest.raises(StarError, match="4 scores for 6 frames"):
-        plot_frame_importance(frames=frames, joints=joints, bones=bones, series=[ImportanceSeries(label="m", scores=[0.25] * 4)],
-                              frame_indices=list(range(6)), out=tmp_path / "x.png")
+        plot_frame_importance(
+            frames=frames,
+            joints=joints,
+            bones=bones,
+            series=[ImportanceSeries(label="m", scores=[0.25] * 4)],
+            frame_indices=list(range(6)),
+            out=tmp_path / "x.png",
+        )
     with pytest.raises(StarError, match="joints must be"):
-        plot_frame_importance(frames=frames, joints=joints[:3], bones=bones, series=good, frame_indices=list(range(6)), out=tmp_path / "x.png")
+        plot_frame_importance(
+            frames=frames,
+            joints=joints[:3],
+            bones=bones,
+            series=good,
+            frame_indices=list(range(6)),
+            out=tmp_path / "x.png",
+        )
     with pytest.raises(StarError, match="frames must be"):
-        plot_frame_importance(frames=frames[..., 0], joints=joints, bones=bones, series=good, frame_indices=list(range(6)), out=tmp_path / "x.png")
+        plot_frame_importance(
+            frames=frames[..., 0],
+            joints=joints,
+            bones=bones,
+            series=good,
+            frame_indices=list(range(6)),
+            out=tmp_path / "x.png",
+        )
 
 
 def test_cache_statistics_of_a_real_cache(tmp_path):
     cache = write_toy_cache(tmp_path / "toy.zarr", failed=(2, 3), pending=(5,))
     stats = cache_statistics(cache.path)
     assert stats.splits["all"] == {"done": 21, "failed": 2, "pending": 1}
-    assert sum(counts["done"] + counts["failed"] + counts["pending"] for name, counts in stats.splits.items() if name != "all") == 24
+    assert (
+        sum(
+            counts["done"] + counts["failed"] + counts["pending"]
+            for name, counts in stats.splits.items()
+            if name != "all"
+        )
+        == 24
+    )
     assert stats.failure_reasons == {"corrupt video 2": 1, "corrupt video 3": 1}
     assert sum(stats.done_per_class.values()) == 21
     assert {"local", "global", "heatmaps", "joints"} <= set(stats.array_bytes)
-    assert all(size > 0 for name, size in stats.array_bytes.items() if name in ("local", "global", "heatmaps", "joints"))
+    assert all(
+        size > 0 for name, size in stats.array_bytes.items() if name in ("local", "global", "heatmaps", "joints")
+    )
     assert sum(stats.array_bytes.values()) == stats.bytes_on_disk
 
 

@@ -13,17 +13,17 @@ from conftest import REAL_NTU_VIDEO
 from typer.testing import CliRunner
 
 from cli import app
-from pipeline.datasets.folder import FolderReader, read_pose_file
-from pipeline.errors import StarError
-from pipeline.extract import ExtractConfig
-from pipeline.index import AnnotationIndex, build_index
-from pipeline.index.build import pose_store_folder
-from pipeline.layouts import BLAZEPOSE33, COCO17, NTU25, PENN13, JointLayout
-from pipeline.pose import estimate_pose
-from pipeline.pose.blazepose import mediapipe_pose
-from pipeline.pose.mapping import DERIVED_SCORE, convert_joints
-from pipeline.pose.tracking import Detection, box_iou, track_people
-from pipeline.video import iter_frames
+from pipeline.core.errors import StarError
+from pipeline.extraction.extract import ExtractConfig
+from pipeline.sources.datasets.folder import FolderReader, read_pose_file
+from pipeline.sources.index import AnnotationIndex, build_index
+from pipeline.sources.index.build import pose_store_folder
+from pipeline.sources.layouts import BLAZEPOSE33, COCO17, NTU25, PENN13, JointLayout
+from pipeline.sources.pose import estimate_pose
+from pipeline.sources.pose.blazepose import mediapipe_pose
+from pipeline.sources.pose.mapping import DERIVED_SCORE, convert_joints
+from pipeline.sources.pose.tracking import Detection, box_iou, track_people
+from pipeline.sources.video import iter_frames
 
 pytest.importorskip("mediapipe", reason="the pose extra is not installed: pip install 'star-action[pose]'")
 
@@ -82,8 +82,10 @@ def test_real_clip_mapped_to_ntu25_keeps_the_body_upright(real_pose):
 
 def test_two_people_keep_their_slots(tmp_path):
     # The person stands at x 480-565 of a 960 x 540 frame: side by side with the mirrored frame, 800 px wide.
-    pairs = [np.hstack([left[:, 300:700], right[:, 260:660]]) for left, right in zip(
-        _real_frames(20, size=(960, 540)), _real_frames(20, size=(960, 540), mirror=True))]
+    pairs = [
+        np.hstack([left[:, 300:700], right[:, 260:660]])
+        for left, right in zip(_real_frames(20, size=(960, 540)), _real_frames(20, size=(960, 540), mirror=True))
+    ]
     video = _write_video(tmp_path / "two.avi", pairs)
     pose = estimate_pose(video, persons=2).keypoints  # (20, 2, 33, 3)
     seen = pose[..., 2] > 0
@@ -192,8 +194,9 @@ def test_mapping_copies_named_joints_and_derives_the_rest():
     np.testing.assert_array_equal(ntu[:, k("ElbowRight")], source[:, J("right_elbow")])
     assert convert_joints(source, source=BLAZEPOSE33, target=PENN13).shape == (4, 13, 3)
     mine = JointLayout(name="mine", joint_names=("left_wrist", "right_wrist"), flip_pairs=((0, 1),))
-    np.testing.assert_array_equal(convert_joints(source, source=BLAZEPOSE33, target=mine),
-                                  source[:, [J("left_wrist"), J("right_wrist")]])
+    np.testing.assert_array_equal(
+        convert_joints(source, source=BLAZEPOSE33, target=mine), source[:, [J("left_wrist"), J("right_wrist")]]
+    )
     with pytest.raises(StarError, match="cannot make joint 'tail'"):
         convert_joints(source, source=BLAZEPOSE33, target=JointLayout(name="dog", joint_names=("tail",), flip_pairs=()))
 
@@ -206,18 +209,25 @@ def _folder(root: Path, videos: dict[str, list], *, pose_column: bool = True, la
         _write_video(root / "videos" / name, frames)
     (root / "layout.json").write_text(f'{{"layout": "{layout}", "persons": 1}}')
     header = "video,label,split,pose" if pose_column else "video,label,split"
-    rows = [f"videos/{name},{'drink' if i % 2 == 0 else 'other'},{'train' if i < 2 else 'test'}"
-            + ("," if pose_column else "") for i, name in enumerate(videos)]
+    rows = [
+        f"videos/{name},{'drink' if i % 2 == 0 else 'other'},{'train' if i < 2 else 'test'}"
+        + ("," if pose_column else "")
+        for i, name in enumerate(videos)
+    ]
     (root / "manifest.csv").write_text("\n".join([header, *rows]) + "\n")
     return root
 
 
 def test_folder_without_poses_estimates_once_and_records_failures(tmp_path):
-    root = _folder(tmp_path / "mine", {
-        "person.avi": list(_real_frames(10, size=(480, 270))),
-        "mirrored.avi": list(_real_frames(10, size=(480, 270), mirror=True)),
-        "nobody.avi": _nobody(10),
-    }, pose_column=False)
+    root = _folder(
+        tmp_path / "mine",
+        {
+            "person.avi": list(_real_frames(10, size=(480, 270))),
+            "mirrored.avi": list(_real_frames(10, size=(480, 270), mirror=True)),
+            "nobody.avi": _nobody(10),
+        },
+        pose_column=False,
+    )
     index_path = tmp_path / "out" / "folder-index.h5"
     first = build_index("folder", root, index_path)
     assert first.poses_estimated == 3 and "estimated 3 poses" in first.summary()
@@ -245,15 +255,29 @@ def test_folder_without_poses_estimates_once_and_records_failures(tmp_path):
 
 def test_folder_without_poses_goes_through_the_prefect_flow(tmp_path):
     from flows.extract import run_extract
-    from pipeline.cache import FeatureCache
+    from pipeline.extraction.store import FeatureCache
 
-    root = _folder(tmp_path / "mine", {
-        "a.avi": list(_real_frames(8, size=(320, 180))),
-        "b.avi": list(_real_frames(8, size=(320, 180), mirror=True)),
-        "c.avi": _nobody(8),
-    }, pose_column=False, layout="coco17")
-    config = ExtractConfig(dataset="folder", root=root, out=str(tmp_path / "cache.zarr"), frames=4, size=32,
-                           weights="random", batch_size=2, workers=1, device="cpu")
+    root = _folder(
+        tmp_path / "mine",
+        {
+            "a.avi": list(_real_frames(8, size=(320, 180))),
+            "b.avi": list(_real_frames(8, size=(320, 180), mirror=True)),
+            "c.avi": _nobody(8),
+        },
+        pose_column=False,
+        layout="coco17",
+    )
+    config = ExtractConfig(
+        dataset="folder",
+        root=root,
+        out=str(tmp_path / "cache.zarr"),
+        frames=4,
+        size=32,
+        weights="random",
+        batch_size=2,
+        workers=1,
+        device="cpu",
+    )
     summary = run_extract(config)
     assert summary.done == 2 and [reason.split(":")[0] for _, reason in summary.failures] == ["empty_skeleton"]
     cache = FeatureCache.open(str(tmp_path / "cache.zarr"))
@@ -268,8 +292,9 @@ def test_predict_without_a_pose_estimates_it(tmp_path):
     cache = extract_video_cache(tmp_path)
     checkpoint = _train(cache, tmp_path / "run", benchmark="ntu120-xsub")
     video = _write_video(tmp_path / "mine.avi", _real_frames(12, size=(480, 270)))
-    result = CliRunner().invoke(app, ["predict", str(video), "--checkpoint", str(checkpoint), "--json",
-                                      "--device", "cpu"])
+    result = CliRunner().invoke(
+        app, ["predict", str(video), "--checkpoint", str(checkpoint), "--json", "--device", "cpu"]
+    )
     assert result.exit_code == 0, result.output
     assert '"pose": "estimated by blazepose-full' in result.stdout
     nobody = _write_video(tmp_path / "nobody.avi", _nobody(12))

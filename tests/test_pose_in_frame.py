@@ -16,12 +16,12 @@ from test_ntu import joint_lines, skeleton_text
 from typer.testing import CliRunner
 
 from cli import app
-from pipeline.cache import CacheLayout, FeatureCache
-from pipeline.datasets.records import POSE_OUTSIDE_FRAME, pose_in_frame
-from pipeline.extract import ExtractConfig, extract
-from pipeline.index import AnnotationIndex, build_index
-from pipeline.synthetic import generate_ntu_dataset, generate_penn_dataset, write_video
-from pipeline.video import probe_video, read_frames
+from pipeline.extraction.extract import ExtractConfig, extract
+from pipeline.extraction.store import CacheLayout, FeatureCache
+from pipeline.sources.datasets.records import POSE_OUTSIDE_FRAME, pose_in_frame
+from pipeline.sources.index import AnnotationIndex, build_index
+from pipeline.sources.synthetic import generate_ntu_dataset, generate_penn_dataset, write_video
+from pipeline.sources.video import probe_video, read_frames
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -33,22 +33,37 @@ def _downscale_videos(root: Path, factor: int) -> None:
     for video in sorted((root / "nturgb+d_rgb").iterdir()):
         info = probe_video(video)
         frames = read_frames(video, list(range(info.frames)))[..., ::-1]  # RGB -> BGR for the writer
-        small = np.stack([cv2.resize(f, (info.width // factor, info.height // factor), interpolation=cv2.INTER_AREA)
-                          for f in frames])
+        small = np.stack(
+            [cv2.resize(f, (info.width // factor, info.height // factor), interpolation=cv2.INTER_AREA) for f in frames]
+        )
         write_video(video, small)
 
 
 def _extract(root: Path, out: Path, **options) -> tuple:
     """Extract `root` into `out` with its own index `<out stem>-index.h5`."""
-    summary = extract(ExtractConfig(dataset="ntu120", root=root, out=str(out), index=out.with_name(f"{out.stem}-index.h5"),
-                                    frames=4, size=32, weights="random", unit_size=4, workers=1, **options))
+    summary = extract(
+        ExtractConfig(
+            dataset="ntu120",
+            root=root,
+            out=str(out),
+            index=out.with_name(f"{out.stem}-index.h5"),
+            frames=4,
+            size=32,
+            weights="random",
+            unit_size=4,
+            workers=1,
+            **options,
+        )
+    )
     return summary, FeatureCache.open(out), AnnotationIndex(out.with_name(f"{out.stem}-index.h5"))
 
 
 @pytest.fixture(scope="module")
 def small_ntu(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("ntu") / "ntu"
-    generate_ntu_dataset(root, samples_per_class=2, actions=(10, 23), subjects=(1, 3), cameras=(1,), frame_size=(192, 108))
+    generate_ntu_dataset(
+        root, samples_per_class=2, actions=(10, 23), subjects=(1, 3), cameras=(1,), frame_size=(192, 108)
+    )
     return root
 
 
@@ -100,7 +115,7 @@ def test_a_skeleton_shifted_out_of_its_frame_fails_with_its_own_reason(small_ntu
     warned = index.index_of(skeletons[1].stem)
     assert index.status[warned] == "ok" and 0.5 <= index.pose_in_frame[warned] < 0.9
     assert summary.exit_code == 3 and summary.failed == 1 and summary.index_warnings == 1
-    (sample_id, reason), = summary.failures
+    ((sample_id, reason),) = summary.failures
     assert sample_id == skeletons[0].stem and reason.startswith("pose_outside_frame: only 0% of the")
     text = summary.format()
     assert "warning: 1 usable sample(s) have only 50%-90% of their visible joints inside the video frame" in text
@@ -186,16 +201,27 @@ def test_penn_joints_past_the_border_are_kept_and_custom_poses_in_another_pixel_
 
 def test_cache_info_counts_clips_with_empty_or_mostly_empty_heat_maps(tmp_path):
     layout = CacheLayout.for_mc3_18(frames=2, input_size=32, persons=1, num_joints=4)
-    cache = FeatureCache.create_or_open(tmp_path / "c.zarr", fingerprint={"test": 1}, layout=layout,
-                                        sample_ids=["a", "b", "c", "d"], labels=[0, 0, 1, 1], splits={}, unit_size=4)
+    cache = FeatureCache.create_or_open(
+        tmp_path / "c.zarr",
+        fingerprint={"test": 1},
+        layout=layout,
+        sample_ids=["a", "b", "c", "d"],
+        labels=[0, 0, 1, 1],
+        splits={},
+        unit_size=4,
+    )
     shapes = layout.sample_shapes()
 
     def sample(x: float, inside: int) -> dict:
         joints = np.zeros(shapes["joints"], np.float32)
         joints[..., 0], joints[..., 1], joints[..., 2] = x, 1.5, 1.0
         joints[:, :, inside:, 0] = 9.0  # the rest lie right of the 4-cell map
-        return {"local": np.zeros(shapes["local"], np.float32), "global": np.zeros(shapes["global"], np.float32),
-                "heatmaps": np.zeros(shapes["heatmaps"], np.float32), "joints": joints}
+        return {
+            "local": np.zeros(shapes["local"], np.float32),
+            "global": np.zeros(shapes["global"], np.float32),
+            "heatmaps": np.zeros(shapes["heatmaps"], np.float32),
+            "joints": joints,
+        }
 
     cache.write_unit(0, {0: sample(1.5, 4), 1: sample(1.5, 0), 2: sample(1.5, 1), 3: "corrupt video"})
     np.testing.assert_allclose(cache.pose_coverage()[:3], [1.0, 0.0, 0.25])
@@ -204,4 +230,7 @@ def test_cache_info_counts_clips_with_empty_or_mostly_empty_heat_maps(tmp_path):
     assert (info.empty_heatmaps, info.mostly_empty_heatmaps) == (1, 1)
     result = CliRunner().invoke(app, ["cache", "info", str(tmp_path / "c.zarr")])
     assert result.exit_code == 0
-    assert "joint heat maps: 1 done clip(s) empty, 1 mostly empty (under 50% of the visible joints on the map)" in result.output
+    assert (
+        "joint heat maps: 1 done clip(s) empty, 1 mostly empty (under 50% of the visible joints on the map)"
+        in result.output
+    )

@@ -12,16 +12,16 @@ from test_data import extract_video_cache
 from typer.testing import CliRunner
 
 from cli import app
-from pipeline.checkpoints import load_trained_model
-from pipeline.data import CachedClips
-from pipeline.datasets.ntu_skeleton import read_ntu_skeleton
-from pipeline.errors import StarError
-from pipeline.extract import ExtractConfig, extract
-from pipeline.predict import predict
-from pipeline.synthetic import generate_penn_dataset
-from pipeline.train import train
-from pipeline.train_config import resolve_config
-from pipeline.video import probe_video
+from pipeline.core.errors import StarError
+from pipeline.extraction.extract import ExtractConfig, extract
+from pipeline.inference.predict import predict
+from pipeline.sources.datasets.ntu_skeleton import read_ntu_skeleton
+from pipeline.sources.synthetic import generate_penn_dataset
+from pipeline.sources.video import probe_video
+from pipeline.training.checkpoints import load_trained_model
+from pipeline.training.config import resolve_config
+from pipeline.training.data import CachedClips
+from pipeline.training.loop import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,7 +29,17 @@ TINY = {"dim": 32, "depth": 1, "heads": 2}
 
 
 def _train(cache: str, out: Path, **overrides) -> Path:
-    cfg = resolve_config(overrides={"cache": cache, "out": str(out), "epochs": 1, "batch_size": 2, "workers": 0, "model": TINY, **overrides})
+    cfg = resolve_config(
+        overrides={
+            "cache": cache,
+            "out": str(out),
+            "epochs": 1,
+            "batch_size": 2,
+            "workers": 0,
+            "model": TINY,
+            **overrides,
+        }
+    )
     train(cfg, show_progress=False)
     return out / "last.pt"
 
@@ -54,7 +64,11 @@ def test_predict_ntu_skeleton_equals_the_model_on_the_cached_clip(ntu_run):
     assert result.exit_code == 0, result.output
     prediction = json.loads(result.output)
     probabilities = [score["probability"] for score in prediction["top"]]
-    assert len(probabilities) == 5 and probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1 + 1e-6
+    assert (
+        len(probabilities) == 5
+        and probabilities == sorted(probabilities, reverse=True)
+        and 0 < sum(probabilities) <= 1 + 1e-6
+    )
     assert len(prediction["frame_indices"]) == 4
 
     # The same clip read from the cache through the same weights gives the same distribution.
@@ -66,7 +80,9 @@ def test_predict_ntu_skeleton_equals_the_model_on_the_cached_clip(ntu_run):
     top = expected.topk(5)
     assert [score["class_id"] for score in prediction["top"]] == top.indices.tolist()
     np.testing.assert_allclose(probabilities, top.values.numpy(), atol=1e-4)
-    assert prediction["top"][0]["class_name"] == torch.load(checkpoint, weights_only=True)["class_names"][top.indices[0]]
+    assert (
+        prediction["top"][0]["class_name"] == torch.load(checkpoint, weights_only=True)["class_names"][top.indices[0]]
+    )
 
     text = _star("predict", video, "--pose", skeleton, "--checkpoint", checkpoint, "--top", 3)
     assert text.exit_code == 0 and len(text.output.strip().splitlines()) == 4 and "1. " in text.output
@@ -77,8 +93,9 @@ def test_predict_custom_npz_pose_and_pose_errors(ntu_run, tmp_path):
     sample = "S001C002P003R001A023"
     video = root / "nturgb+d_rgb" / f"{sample}_rgb.avi"
     info = probe_video(video)
-    skeleton = read_ntu_skeleton(root / "nturgb+d_skeletons" / f"{sample}.skeleton", frame_size=(info.width, info.height),
-                                 persons=1)  # one person in the file; the .npz holds video pixels
+    skeleton = read_ntu_skeleton(
+        root / "nturgb+d_skeletons" / f"{sample}.skeleton", frame_size=(info.width, info.height), persons=1
+    )  # one person in the file; the .npz holds video pixels
     npz = tmp_path / "pose.npz"
     np.savez(npz, keypoints=skeleton)
     from_npz = predict(video=video, pose=npz, checkpoint=checkpoint)
@@ -102,23 +119,35 @@ def test_predict_penn_frames_and_mat(ntu_run, tmp_path):
     root = tmp_path / "Penn_Action"
     generate_penn_dataset(root, videos_per_class=2, frame_size=(96, 72), seed=0)
     cache = tmp_path / "penn.zarr"
-    summary = extract(ExtractConfig(dataset="penn", root=root, out=str(cache), frames=4, size=32, weights="random", unit_size=4, workers=1))
+    summary = extract(
+        ExtractConfig(
+            dataset="penn", root=root, out=str(cache), frames=4, size=32, weights="random", unit_size=4, workers=1
+        )
+    )
     assert summary.exit_code == 0
     checkpoint = _train(str(cache), tmp_path / "run")
-    prediction = predict(video=root / "frames" / "0002", pose=root / "labels" / "0002.mat", checkpoint=checkpoint, top_k=3)
+    prediction = predict(
+        video=root / "frames" / "0002", pose=root / "labels" / "0002.mat", checkpoint=checkpoint, top_k=3
+    )
     names = torch.load(checkpoint, weights_only=True)["class_names"]
     assert len(names) == 15 and len(prediction.top) == 3
     assert all(score.class_name == names[score.class_id] for score in prediction.top)
     assert prediction.top[0].probability >= prediction.top[-1].probability
     ntu_root = ntu_run[0]
-    with pytest.raises(StarError, match="has 25 joints per person, but the model was trained on the 13-joint layout 'penn13'"):
-        predict(video=root / "frames" / "0002", pose=next((ntu_root / "nturgb+d_skeletons").iterdir()), checkpoint=checkpoint)
+    with pytest.raises(
+        StarError, match="has 25 joints per person, but the model was trained on the 13-joint layout 'penn13'"
+    ):
+        predict(
+            video=root / "frames" / "0002",
+            pose=next((ntu_root / "nturgb+d_skeletons").iterdir()),
+            checkpoint=checkpoint,
+        )
 
 
 def test_predict_maps_ntu_colour_coordinates_to_a_downscaled_video(ntu_run, tmp_path):
     """The same .skeleton next to a half-size copy of the video: the joints land on the same body parts."""
-    from pipeline.synthetic import write_video
-    from pipeline.video import read_frames
+    from pipeline.sources.synthetic import write_video
+    from pipeline.sources.video import read_frames
 
     root, _, checkpoint = ntu_run
     sample = "S001C002P003R001A023"
@@ -134,5 +163,8 @@ def test_predict_maps_ntu_colour_coordinates_to_a_downscaled_video(ntu_run, tmp_
 
     outside = tmp_path / "pixels-of-1080p.npz"  # a pose file in another pixel space than its video
     np.savez(outside, keypoints=read_ntu_skeleton(skeleton, frame_size=(1920, 1080), persons=1))
-    with pytest.raises(StarError, match=r"pose file .*pixels-of-1080p.npz: only \d+% of the \d+ visible joints fall inside the 96x54 frame"):
+    with pytest.raises(
+        StarError,
+        match=r"pose file .*pixels-of-1080p.npz: only \d+% of the \d+ visible joints fall inside the 96x54 frame",
+    ):
         predict(video=video, pose=outside, checkpoint=checkpoint, device="cpu")

@@ -45,7 +45,7 @@ def bash_blocks() -> list[Block]:
         if lines[i].strip() == "```bash":
             end = lines.index("```", i + 1)
             reason = SKIP.fullmatch(previous.strip())
-            blocks.append(Block(line=i + 1, text="\n".join(lines[i + 1:end]), skip=reason.group(1) if reason else ""))
+            blocks.append(Block(line=i + 1, text="\n".join(lines[i + 1 : end]), skip=reason.group(1) if reason else ""))
             i = end
         elif lines[i].strip():
             previous = lines[i]
@@ -59,9 +59,9 @@ def star_commands(block: Block) -> list[list[str]]:
     for line in block.text.splitlines():
         words = shlex.split(line, comments=True)
         if "star" in words:
-            commands.append(words[words.index("star") + 1:])
+            commands.append(words[words.index("star") + 1 :])
         elif words[:1] == ["torchrun"] and "cli" in words:
-            commands.append(words[words.index("cli") + 1:])
+            commands.append(words[words.index("cli") + 1 :])
     return commands
 
 
@@ -117,8 +117,9 @@ def test_the_runnable_blocks_run_in_order(tmp_path):
     for block in (b for b in BLOCKS if not b.skip):
         lines = [f"PENN={penn}" if line.startswith("PENN=") else tiny(line) for line in block.text.splitlines()]
         script = "set -euo pipefail\n" + "\n".join(lines)
-        result = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                                timeout=900)
+        result = subprocess.run(
+            ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+        )
         assert result.returncode == 0, (
             f"README block at line {block.line} failed (exit {result.returncode}):\n{script}\n"
             f"--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-3000:]}"
@@ -143,7 +144,7 @@ def test_the_command_map_is_each_commands_help():
 
 
 def test_every_cache_failure_reason_is_explained():
-    from pipeline.datasets.records import OK, STATUSES
+    from pipeline.sources.datasets.records import OK, STATUSES
 
     section = README.read_text().split("## Troubleshooting", 1)[1].split("\n## ", 1)[0]
     for status in STATUSES:

@@ -9,7 +9,9 @@ from model.rollout import attention_rollout
 from model.star import ModelConfig, build_model
 from model.tokens import joint_heatmaps
 
-CFG = dict(num_classes=5, dim=32, heads=2, depth=2, persons=1, num_joints=3, local_channels=8, global_channels=16, frames=4)
+CFG = dict(
+    num_classes=5, dim=32, heads=2, depth=2, persons=1, num_joints=3, local_channels=8, global_channels=16, frames=4
+)
 
 
 def make_inputs(cfg: ModelConfig, *, batch=2, frames=4, seed=0):
@@ -52,8 +54,10 @@ def sharpen(model) -> None:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
 
 
-@pytest.mark.parametrize("encoder, decoder, multi_class, norm",
-                         [("FZ", "FB", True, "pre"), ("FZ", "FB", True, "post"), ("FF", "FF", True, "pre"), ("FB", "FZ", False, "post")])
+@pytest.mark.parametrize(
+    "encoder, decoder, multi_class, norm",
+    [("FZ", "FB", True, "pre"), ("FZ", "FB", True, "post"), ("FF", "FF", True, "pre"), ("FB", "FZ", False, "post")],
+)
 def test_rollout_equals_full_matrix_product(encoder, decoder, multi_class, norm):
     torch.manual_seed(0)
     cfg = ModelConfig(**CFG, encoder=encoder, decoder=decoder, multi_class=multi_class, norm=norm)

@@ -7,11 +7,11 @@ import pytest
 import torch
 from test_data import TOY_BENCHMARK, write_toy_cache
 
-from pipeline.cache import FeatureCache
-from pipeline.data import CachedClips
-from pipeline.distributed import DistContext
-from pipeline.sampling import WindowSampler
-from pipeline.train import make_loader
+from pipeline.extraction.store import FeatureCache
+from pipeline.training.data import CachedClips
+from pipeline.training.distributed import DistContext
+from pipeline.training.loop import make_loader
+from pipeline.training.sampling import WindowSampler
 
 GROUPS = np.repeat(np.arange(10), [16, 16, 9, 16, 3, 16, 16, 12, 16, 16])  # units with some rows of another split
 
@@ -48,8 +48,10 @@ def test_the_order_depends_on_seed_and_epoch_only():
 @pytest.mark.parametrize("world_size", [2, 4])
 def test_ranks_split_every_global_batch(world_size):
     one = list(WindowSampler(GROUPS, batch_size=8, seed=3, window_rows=16, streams=2))
-    ranks = [list(WindowSampler(GROUPS, batch_size=8, seed=3, window_rows=16, streams=2, world_size=world_size, rank=r))
-             for r in range(world_size)]
+    ranks = [
+        list(WindowSampler(GROUPS, batch_size=8, seed=3, window_rows=16, streams=2, world_size=world_size, rank=r))
+        for r in range(world_size)
+    ]
     assert len({len(batches) for batches in ranks}) == 1  # no rank waits for a batch the others do not have
     padded = 0
     for j, batch in enumerate(one):
@@ -67,7 +69,9 @@ def test_training_reads_each_unit_once_per_epoch(tmp_path, monkeypatch):
     cache = write_toy_cache(tmp_path / "toy.zarr", n=24)  # units of 4 rows
     reads = []
     original = FeatureCache.read_rows
-    monkeypatch.setattr(FeatureCache, "read_rows", lambda self, rows, **kw: reads.append(list(rows)) or original(self, rows, **kw))
+    monkeypatch.setattr(
+        FeatureCache, "read_rows", lambda self, rows, **kw: reads.append(list(rows)) or original(self, rows, **kw)
+    )
     dataset = CachedClips(path=cache.path, split_name=f"{TOY_BENCHMARK}-train")
     process = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     loader = make_loader(dataset, batch_size=4, seed=0, workers=0, ctx=process, shuffle=True)

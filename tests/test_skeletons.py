@@ -13,13 +13,14 @@ from typer.testing import CliRunner
 
 from cli import app
 from model.star import ModelConfig, build_model
-from pipeline.classifier import ClipClassifier
-from pipeline.datasets.penn import read_penn_labels
-from pipeline.errors import StarError
-from pipeline.extract import ExtractConfig, extract
-from pipeline.layouts import NTU25, PENN13
-from pipeline.skeleton_cache import SkeletonCache
-from pipeline.skeletons import (
+from pipeline.core.errors import StarError
+from pipeline.extraction.extract import ExtractConfig, extract
+from pipeline.extraction.skeleton_store import SkeletonCache
+from pipeline.sources.datasets.penn import read_penn_labels
+from pipeline.sources.layouts import NTU25, PENN13
+from pipeline.training.classifier import ClipClassifier
+from pipeline.training.loop import run_training
+from pipeline.training.skeletons import (
     SkeletonAugment,
     SkeletonSpec,
     SkeletonTransform,
@@ -28,7 +29,6 @@ from pipeline.skeletons import (
     normalise,
     skeleton_features,
 )
-from pipeline.train import run_training
 from tests.conftest import REAL_PENN_LABELS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -64,8 +64,15 @@ def test_extract_refuses_a_feature_cache_folder_and_skeleton_caches_refuse_rgb_t
         _extract(real_penn, tmp_path / "features.zarr")
     _extract(real_penn, tmp_path / "skeletons.zarr")
     with pytest.raises(StarError, match="holds skeletons only"):
-        run_training(overrides={"cache": str(tmp_path / "skeletons.zarr"), "out": str(tmp_path / "run"), "epochs": 1,
-                                "workers": 0, "model": {"modality": "rgb", "dim": 16, "depth": 1, "heads": 2}})
+        run_training(
+            overrides={
+                "cache": str(tmp_path / "skeletons.zarr"),
+                "out": str(tmp_path / "run"),
+                "epochs": 1,
+                "workers": 0,
+                "model": {"modality": "rgb", "dim": 16, "depth": 1, "heads": 2},
+            }
+        )
 
 
 def test_bad_label_files_are_recorded_with_their_reason_and_the_build_goes_on(tmp_path):
@@ -74,7 +81,9 @@ def test_bad_label_files_are_recorded_with_their_reason_and_the_build_goes_on(tm
     ids = sorted(path.stem for path in (root / "labels").glob("*.mat") if path.stem not in ("1024", "1516"))
 
     def rewrite(sample_id, **changes):
-        mat = {k: v for k, v in scipy.io.loadmat(root / "labels" / f"{sample_id}.mat").items() if not k.startswith("__")}
+        mat = {
+            k: v for k, v in scipy.io.loadmat(root / "labels" / f"{sample_id}.mat").items() if not k.startswith("__")
+        }
         for key, value in changes.items():
             if value is None:
                 mat.pop(key)
@@ -86,11 +95,29 @@ def test_bad_label_files_are_recorded_with_their_reason_and_the_build_goes_on(tm
     x[3, 4], x[5, 6] = np.nan, np.inf
     rewrite(ids[0], visibility=None)
     rewrite(ids[1], x=x)
-    rewrite(ids[2], x=np.zeros((0, 13)), y=np.zeros((0, 13)), visibility=np.zeros((0, 13)), nframes=[[0]],
-            bbox=np.zeros((0, 4)))
+    rewrite(
+        ids[2],
+        x=np.zeros((0, 13)),
+        y=np.zeros((0, 13)),
+        visibility=np.zeros((0, 13)),
+        nframes=[[0]],
+        bbox=np.zeros((0, 4)),
+    )
     rewrite(ids[3], action="breakdance")
-    result = CliRunner().invoke(app, ["extract", "--dataset", "penn", "--root", str(root), "--out",
-                                      str(tmp_path / "skeletons.zarr"), "--modality", "pose"])  # a real Prefect flow run
+    result = CliRunner().invoke(
+        app,
+        [
+            "extract",
+            "--dataset",
+            "penn",
+            "--root",
+            str(root),
+            "--out",
+            str(tmp_path / "skeletons.zarr"),
+            "--modality",
+            "pose",
+        ],
+    )  # a real Prefect flow run
     assert result.exit_code == 3, result.output
     assert "skeleton cache" in result.output and "42 done, 5 failed" in result.output
     failures = dict(SkeletonCache.open(tmp_path / "skeletons.zarr").failed())
@@ -136,16 +163,22 @@ def test_features_of_each_stream():
 def test_flip_mirrors_and_swaps_left_and_right_and_dropout_hides_joints():
     joints = normalise(_skeleton(frames=6))
     perm = PENN13.flip_permutation()
-    flipped = augment_skeleton(joints, augment=SkeletonAugment(hflip=1.0), flip_permutation=perm,
-                               rng=np.random.default_rng(0))
+    flipped = augment_skeleton(
+        joints, augment=SkeletonAugment(hflip=1.0), flip_permutation=perm, rng=np.random.default_rng(0)
+    )
     np.testing.assert_allclose(flipped[:, :, 1, 0], -joints[:, :, 2, 0])  # left shoulder <- mirrored right one
     np.testing.assert_allclose(flipped[:, :, 1, 1], joints[:, :, 2, 1])
-    hidden = augment_skeleton(joints, augment=SkeletonAugment(joint_dropout=0.5), flip_permutation=perm,
-                              rng=np.random.default_rng(0))
+    hidden = augment_skeleton(
+        joints, augment=SkeletonAugment(joint_dropout=0.5), flip_permutation=perm, rng=np.random.default_rng(0)
+    )
     gone = hidden[..., 2] == 0
     assert 0.3 < gone.mean() < 0.7 and (hidden[..., :2][gone] == 0).all()
-    turned = augment_skeleton(joints, augment=SkeletonAugment(rotate=90, scale=0.2, shift=0.3), flip_permutation=perm,
-                              rng=np.random.default_rng(1))
+    turned = augment_skeleton(
+        joints,
+        augment=SkeletonAugment(rotate=90, scale=0.2, shift=0.3),
+        flip_permutation=perm,
+        rng=np.random.default_rng(1),
+    )
     # a similarity-like map: distances between joints change by at most the scale range
     before = np.linalg.norm(joints[0, 0, 1, :2] - joints[0, 0, 12, :2])
     after = np.linalg.norm(turned[0, 0, 1, :2] - turned[0, 0, 12, :2])
@@ -166,8 +199,19 @@ def test_training_draws_new_frames_each_epoch_and_evaluation_is_fixed():
 
 def test_multi_clip_logits_are_the_log_of_the_mean_probabilities():
     torch.manual_seed(0)
-    star = build_model(ModelConfig(num_classes=5, persons=1, num_joints=13, dim=16, depth=1, heads=2, modality="pose",
-                                   frames=4, joint_channels=9)).eval()
+    star = build_model(
+        ModelConfig(
+            num_classes=5,
+            persons=1,
+            num_joints=13,
+            dim=16,
+            depth=1,
+            heads=2,
+            modality="pose",
+            frames=4,
+            joint_channels=9,
+        )
+    ).eval()
     classifier = ClipClassifier(star=star)
     joints = torch.randn(2, 3, 4, 13, 9)
     joints[..., -1] = 1.0
@@ -181,23 +225,56 @@ def test_multi_clip_logits_are_the_log_of_the_mean_probabilities():
 def test_pose_training_and_evaluation_on_real_penn_skeletons(real_penn, tmp_path):
     _extract(real_penn, tmp_path / "skeletons.zarr")
     run = tmp_path / "run"
-    result = CliRunner().invoke(app, [
-        "train", "--from-cache", str(tmp_path / "skeletons.zarr"), "--config", "penn-skeleton",
-        "--out", str(run), "--epochs", "2", "--dim", "16", "--heads", "2", "--val-split", "", "--no-progress"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--from-cache",
+            str(tmp_path / "skeletons.zarr"),
+            "--config",
+            "penn-skeleton",
+            "--out",
+            str(run),
+            "--epochs",
+            "2",
+            "--dim",
+            "16",
+            "--heads",
+            "2",
+            "--val-split",
+            "",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    result = CliRunner().invoke(app, ["evaluate", "--checkpoint", str(run / "last.pt"), "--cache",
-                                      str(tmp_path / "skeletons.zarr"), "--split", "test", "--workers", "0"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(run / "last.pt"),
+            "--cache",
+            str(tmp_path / "skeletons.zarr"),
+            "--split",
+            "test",
+            "--workers",
+            "0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "scored 15/15 clips of the split" in result.output and "10 samplings per clip" in result.output
 
 
 def test_every_recipe_in_configs_loads_by_name_and_by_path():
-    from pipeline.train_config import CONFIGS, resolve_config
+    from pipeline.training.config import CONFIGS, resolve_config
 
     recipes = sorted(CONFIGS.glob("*.toml"))
     assert recipes
     for path in recipes:
-        by_name, by_path = resolve_config(overrides={}, config_file=path.stem), resolve_config(overrides={}, config_file=path)
+        by_name, by_path = (
+            resolve_config(overrides={}, config_file=path.stem),
+            resolve_config(overrides={}, config_file=path),
+        )
         assert by_name == by_path
     penn = resolve_config(overrides={}, config_file="penn-skeleton")
     assert penn.streams == ALL_STREAMS and penn.test_clips == 10 and penn.model["depth"] == 1
@@ -205,8 +282,9 @@ def test_every_recipe_in_configs_loads_by_name_and_by_path():
 
 def test_ntu_skeletons_without_their_videos_make_a_skeleton_cache(synthetic_ntu_copy, tmp_path):
     shutil.rmtree(synthetic_ntu_copy / "nturgb+d_rgb")
-    summary = extract(ExtractConfig(dataset="ntu120", root=synthetic_ntu_copy, out=str(tmp_path / "ntu.zarr"),
-                                    modality="pose"))
+    summary = extract(
+        ExtractConfig(dataset="ntu120", root=synthetic_ntu_copy, out=str(tmp_path / "ntu.zarr"), modality="pose")
+    )
     assert (summary.done, summary.failed, summary.exit_code) == (60, 0, 0)
     cache = SkeletonCache.open(tmp_path / "ntu.zarr")
     assert (cache.persons, cache.num_joints) == (2, 25) and "ntu120-xsub-train" in cache.split_names

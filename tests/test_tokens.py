@@ -88,7 +88,12 @@ def make_inputs(batch=2, frames=4, persons=2, joints=3, grid=(2, 3), local_hw=(4
 def test_aggregator_layout_and_contents(multi_class, joint_position):
     torch.manual_seed(0)
     aggregator = TokenAggregator(
-        global_channels=16, local_channels=8, dim=12, persons=2, num_joints=3, multi_class=multi_class,
+        global_channels=16,
+        local_channels=8,
+        dim=12,
+        persons=2,
+        num_joints=3,
+        multi_class=multi_class,
         joint_position=joint_position,
     )
     local, global_, heatmaps, joints = make_inputs()
@@ -126,7 +131,9 @@ def test_aggregator_layout_and_contents(multi_class, joint_position):
 
 def test_token_norm_and_temporal_embedding():
     torch.manual_seed(0)
-    aggregator = TokenAggregator(global_channels=16, local_channels=8, dim=12, persons=2, num_joints=3, token_norm=True, frames=4)
+    aggregator = TokenAggregator(
+        global_channels=16, local_channels=8, dim=12, persons=2, num_joints=3, token_norm=True, frames=4
+    )
     with torch.no_grad():
         aggregator.frame_embed.normal_()
     local, global_, heatmaps, joints = make_inputs()
@@ -158,7 +165,9 @@ def test_aggregator_missing_joints_with_nan_coordinates_stay_finite():
 def test_a_single_modality_sees_only_its_input(modality):
     """rgb: GG + class tokens, blind to the skeleton; pose: joint-position tokens + class tokens, blind to the frames."""
     torch.manual_seed(0)
-    aggregator = TokenAggregator(global_channels=16, local_channels=8, dim=12, persons=2, num_joints=3, modality=modality)
+    aggregator = TokenAggregator(
+        global_channels=16, local_channels=8, dim=12, persons=2, num_joints=3, modality=modality
+    )
     local, global_, heatmaps, joints = make_inputs()
     z = aggregator(local, global_, heatmaps, joints)
     grid = aggregator.grid_tokens(global_.shape[-2:])

@@ -23,12 +23,12 @@ from test_data import (
 from typer.testing import CliRunner
 
 from cli import app
-from pipeline.backbone import backbone_from_fingerprint
-from pipeline.data import carve_validation
-from pipeline.errors import StarError
-from pipeline.evaluate import evaluate_checkpoint
-from pipeline.optimization import lr_factor
-from pipeline.train_config import PRESETS, TrainConfig, resolve_config
+from pipeline.core.errors import StarError
+from pipeline.extraction.weights import backbone_from_fingerprint
+from pipeline.inference.evaluate import evaluate_checkpoint
+from pipeline.training.config import PRESETS, TrainConfig, resolve_config
+from pipeline.training.data import carve_validation
+from pipeline.training.optimization import lr_factor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -41,7 +41,7 @@ def toy_cache_path(tmp_path_factory) -> str:
     return write_toy_cache(tmp_path_factory.mktemp("toy") / "toy.zarr", signal=4.0).path
 
 
-def star(*args: str) -> "CliRunner.Result":
+def star(*args: str) -> CliRunner.Result:
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
@@ -68,7 +68,12 @@ def test_config_layers_defaults_preset_file_options(tmp_path):
     as_json = tmp_path / "run.json"
     as_json.write_text(json.dumps({"lr": 1, "hflip": 0.5}))
     cfg = resolve_config(overrides={}, config_file=as_json, preset="small")
-    assert cfg.lr == 1.0 and isinstance(cfg.lr, float) and cfg.hflip == 0.5 and cfg.batch_size == PRESETS["small"]["batch_size"]
+    assert (
+        cfg.lr == 1.0
+        and isinstance(cfg.lr, float)
+        and cfg.hflip == 0.5
+        and cfg.batch_size == PRESETS["small"]["batch_size"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -112,8 +117,29 @@ def test_warmup_then_cosine():
 
 def test_tiny_run_learns_and_fills_the_run_directory(toy_cache_path, tmp_path):
     out = tmp_path / "run"
-    result = star("train", "--from-cache", toy_cache_path, "--out", out, "--preset", "small", "--epochs", 12, "--batch-size", 8,
-                  "--lr", 3e-3, "--warmup-epochs", 1, "--workers", 0, "--no-progress", "--val-split", "test", *TINY_MODEL)
+    result = star(
+        "train",
+        "--from-cache",
+        toy_cache_path,
+        "--out",
+        out,
+        "--preset",
+        "small",
+        "--epochs",
+        12,
+        "--batch-size",
+        8,
+        "--lr",
+        3e-3,
+        "--warmup-epochs",
+        1,
+        "--workers",
+        0,
+        "--no-progress",
+        "--val-split",
+        "test",
+        *TINY_MODEL,
+    )
     assert result.exit_code == 0, result.output
     assert "best val top-1" in result.output and "validation (val.*, best.pt): split toy-xsub-test" in result.output
     lines = run_lines(out / "metrics.jsonl")
@@ -123,7 +149,9 @@ def test_tiny_run_learns_and_fills_the_run_directory(toy_cache_path, tmp_path):
     assert lines[-1]["val.samples"] == 4 and lines[-1]["train.samples_per_s"] > 0
 
     config = json.loads((out / "config.json").read_text())
-    assert config["model"]["num_classes"] == 10 and config["model"]["dim"] == 32 and config["benchmark"] == TOY_BENCHMARK
+    assert (
+        config["model"]["num_classes"] == 10 and config["model"]["dim"] == 32 and config["benchmark"] == TOY_BENCHMARK
+    )
     assert config["optimizer"] == "adamw" and config["epochs"] == 12
 
     state = torch.load(out / "last.pt", weights_only=True)
@@ -162,36 +190,88 @@ def test_validation_is_carved_from_the_training_performers():
 def test_default_validation_never_touches_the_test_split(toy_cache_path, tmp_path):
     out = tmp_path / "run"
     assert TrainConfig().val_split == "auto"
-    result = star("train", "--from-cache", toy_cache_path, "--out", out, "--epochs", 1, "--workers", 0, "--no-progress", *TINY_MODEL)
+    result = star(
+        "train",
+        "--from-cache",
+        toy_cache_path,
+        "--out",
+        out,
+        "--epochs",
+        1,
+        "--workers",
+        0,
+        "--no-progress",
+        *TINY_MODEL,
+    )
     assert result.exit_code == 0, result.output
-    assert "validation (val.*, best.pt): 2 samples carved from split toy-xsub-train (0.1 of its performers, or of each class's samples)" in result.output
+    assert (
+        "validation (val.*, best.pt): 2 samples carved from split toy-xsub-train (0.1 of its performers, or of each class's samples)"
+        in result.output
+    )
     # The toy cache: 16 training samples of 16 performers (P000-P023), 8 test samples; 10 % of 16 performers -> 2.
     assert run_lines(out / "metrics.jsonl")[-1]["val.samples"] == 2
     assert json.loads((out / "config.json").read_text())["val_split"] == "auto"
-    _one_line_error(star("train", "--from-cache", toy_cache_path, "--out", tmp_path / "bad", "--val-fraction", 1.5),
-                    "val_fraction must be between 0 and 1")
+    _one_line_error(
+        star("train", "--from-cache", toy_cache_path, "--out", tmp_path / "bad", "--val-fraction", 1.5),
+        "val_fraction must be between 0 and 1",
+    )
 
 
 # ----------------------------------------------------------------------------------------------- resume
 
 
 def _metrics_without_timing(path: Path) -> list[dict]:
-    return [{k: v for k, v in line.items() if k not in ("train.samples_per_s", "train.seconds")} for line in run_lines(path)]
+    return [
+        {k: v for k, v in line.items() if k not in ("train.samples_per_s", "train.seconds")} for line in run_lines(path)
+    ]
 
 
 def test_resume_after_sigkill_is_bit_identical(toy_cache_path, tmp_path):
     """A run killed with SIGKILL after its first checkpoint, resumed, equals an uninterrupted run bit for bit
     (cosine schedule, model dropout, flip and joint dropout, batches read by two DataLoader workers)."""
-    common = ["--from-cache", toy_cache_path, "--epochs", "8", "--batch-size", "4", "--optimizer", "adamw", "--lr", "2e-3",
-              "--scheduler", "cosine", "--warmup-epochs", "1", "--hflip", "0.5", "--joint-dropout", "0.2", "--seed", "3",
-              "--no-progress", "--dim", "32", "--depth", "1", "--heads", "2", "--dropout", "0.2"]
+    common = [
+        "--from-cache",
+        toy_cache_path,
+        "--epochs",
+        "8",
+        "--batch-size",
+        "4",
+        "--optimizer",
+        "adamw",
+        "--lr",
+        "2e-3",
+        "--scheduler",
+        "cosine",
+        "--warmup-epochs",
+        "1",
+        "--hflip",
+        "0.5",
+        "--joint-dropout",
+        "0.2",
+        "--seed",
+        "3",
+        "--no-progress",
+        "--dim",
+        "32",
+        "--depth",
+        "1",
+        "--heads",
+        "2",
+        "--dropout",
+        "0.2",
+    ]
     reference = tmp_path / "reference"
     assert star("train", *common, "--out", reference, "--workers", 2).exit_code == 0
 
     killed = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "cli", "train", *common, "--out", str(killed), "--workers", "2"],
-                               cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli", "train", *common, "--out", str(killed), "--workers", "2"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 120
     while not (killed / "last.pt").exists():
         assert process.poll() is None, process.stderr.read().decode()[-2000:]
@@ -207,7 +287,10 @@ def test_resume_after_sigkill_is_bit_identical(toy_cache_path, tmp_path):
     result = star("train", "--out", killed, "--resume", "--no-progress")
     assert result.exit_code == 0, result.output
     assert _metrics_without_timing(killed / "metrics.jsonl") == _metrics_without_timing(reference / "metrics.jsonl")
-    final, expected = torch.load(killed / "last.pt", weights_only=True), torch.load(reference / "last.pt", weights_only=True)
+    final, expected = (
+        torch.load(killed / "last.pt", weights_only=True),
+        torch.load(reference / "last.pt", weights_only=True),
+    )
     assert final["model"].keys() == expected["model"].keys()
     assert all(torch.equal(final["model"][k], expected["model"][k]) for k in expected["model"])
     assert final["optimizer"]["state"][0]["exp_avg"].equal(expected["optimizer"]["state"][0]["exp_avg"])
@@ -215,7 +298,22 @@ def test_resume_after_sigkill_is_bit_identical(toy_cache_path, tmp_path):
 
 def test_resume_refuses_changed_settings(toy_cache_path, tmp_path):
     out = tmp_path / "run"
-    assert star("train", "--from-cache", toy_cache_path, "--out", out, "--epochs", 1, "--workers", 0, "--no-progress", *TINY_MODEL).exit_code == 0
+    assert (
+        star(
+            "train",
+            "--from-cache",
+            toy_cache_path,
+            "--out",
+            out,
+            "--epochs",
+            1,
+            "--workers",
+            0,
+            "--no-progress",
+            *TINY_MODEL,
+        ).exit_code
+        == 0
+    )
     result = star("train", "--out", out, "--resume", "--lr", 0.1)
     assert result.exit_code == 1 and "different settings (lr)" in result.output
 
@@ -247,8 +345,25 @@ def test_user_errors_are_one_line(toy_cache_path, tmp_path):
 
 def test_resume_against_a_different_cache_lists_the_differing_keys(toy_cache_path, tmp_path):
     out = tmp_path / "run"
-    assert star("train", "--from-cache", toy_cache_path, "--out", out, "--epochs", 1, "--workers", 0, "--no-progress", *TINY_MODEL).exit_code == 0
-    other = write_toy_cache(tmp_path / "other.zarr", fingerprint=toy_fingerprint(weights="kinetics400:mc3_18-a90a0ba3", crop="person"))
+    assert (
+        star(
+            "train",
+            "--from-cache",
+            toy_cache_path,
+            "--out",
+            out,
+            "--epochs",
+            1,
+            "--workers",
+            0,
+            "--no-progress",
+            *TINY_MODEL,
+        ).exit_code
+        == 0
+    )
+    other = write_toy_cache(
+        tmp_path / "other.zarr", fingerprint=toy_fingerprint(weights="kinetics400:mc3_18-a90a0ba3", crop="person")
+    )
     result = star("train", "--out", out, "--resume", "--from-cache", other.path, "--epochs", 2)
     _one_line_error(result, "differs from the checkpoint's in crop, weights")
 
@@ -264,11 +379,38 @@ def video_cache(tmp_path_factory):
 def test_end_to_end_fine_tune_on_cpu(video_cache, tmp_path):
     """Cache-stage run, then --end-to-end from it: video decoded by workers, layer4 unfrozen, checkpointing on."""
     cache_run = tmp_path / "cached"
-    common = ["--from-cache", video_cache, "--benchmark", "ntu120-xsub", "--epochs", 1, "--batch-size", 2, "--no-progress", *TINY_MODEL]
+    common = [
+        "--from-cache",
+        video_cache,
+        "--benchmark",
+        "ntu120-xsub",
+        "--epochs",
+        1,
+        "--batch-size",
+        2,
+        "--no-progress",
+        *TINY_MODEL,
+    ]
     assert star("train", *common, "--out", cache_run, "--workers", 0).exit_code == 0
     e2e = tmp_path / "e2e"
-    result = star("train", *common, "--out", e2e, "--workers", 1, "--end-to-end", "--init", cache_run / "last.pt",
-                  "--unfreeze-from", "layer4", "--activation-checkpointing", "--lr", 1e-2, "--optimizer", "adamw")
+    result = star(
+        "train",
+        *common,
+        "--out",
+        e2e,
+        "--workers",
+        1,
+        "--end-to-end",
+        "--init",
+        cache_run / "last.pt",
+        "--unfreeze-from",
+        "layer4",
+        "--activation-checkpointing",
+        "--lr",
+        1e-2,
+        "--optimizer",
+        "adamw",
+    )
     assert result.exit_code == 0, result.output
     state = torch.load(e2e / "last.pt", weights_only=True)
     initial = torch.load(cache_run / "last.pt", weights_only=True)
@@ -278,15 +420,30 @@ def test_end_to_end_fine_tune_on_cpu(video_cache, tmp_path):
     assert not torch.equal(tuned["layer4.0.conv1.0.weight"], frozen["layer4.0.conv1.0.weight"])  # trained
     # Frozen stages are untouched, BatchNorm running statistics included (they stay in eval mode).
     assert "layer3.0.conv1.1.running_mean" in frozen
-    assert all(torch.equal(tuned[k], frozen[k]) for k in frozen if k.startswith(("stem.", "layer1.", "layer2.", "layer3.")))
+    assert all(
+        torch.equal(tuned[k], frozen[k]) for k in frozen if k.startswith(("stem.", "layer1.", "layer2.", "layer3."))
+    )
     assert not torch.equal(state["model"]["head.3.weight"], initial["model"]["head.3.weight"])
 
     # Evaluating a fine-tuned checkpoint decodes video: the cached maps came from the old backbone.
-    evaluation = evaluate_checkpoint(checkpoint=e2e / "last.pt", cache=video_cache, split="test", benchmark="ntu120-xsub", workers=0)
+    evaluation = evaluate_checkpoint(
+        checkpoint=e2e / "last.pt", cache=video_cache, split="test", benchmark="ntu120-xsub", workers=0
+    )
     assert evaluation.meta["stage"] == "end_to_end" and evaluation.report.num_samples == 4
     assert Path(evaluation.files["report_json"]).is_file()
 
     # --init must come from a cache of the same fingerprint.
     toy = write_toy_cache(tmp_path / "toy.zarr", n=8)
-    mismatch = star("train", "--from-cache", toy.path, "--out", tmp_path / "bad", "--end-to-end", "--init", cache_run / "last.pt", "--workers", 0)
+    mismatch = star(
+        "train",
+        "--from-cache",
+        toy.path,
+        "--out",
+        tmp_path / "bad",
+        "--end-to-end",
+        "--init",
+        cache_run / "last.pt",
+        "--workers",
+        0,
+    )
     assert mismatch.exit_code == 1 and "differs from the checkpoint's" in mismatch.output

@@ -15,7 +15,9 @@ from model.star import ModelConfig, build_model
 from model.tokens import joint_heatmaps, joints_to_cells
 from model.transformer import STARLayer
 
-TINY = dict(num_classes=5, dim=32, heads=2, depth=1, persons=1, num_joints=3, local_channels=8, global_channels=16, frames=4)
+TINY = dict(
+    num_classes=5, dim=32, heads=2, depth=1, persons=1, num_joints=3, local_channels=8, global_channels=16, frames=4
+)
 
 
 def make_inputs(cfg: ModelConfig, *, batch=2, frames=4, grid=(2, 2), local_hw=(4, 4), seed=0):
@@ -98,8 +100,11 @@ def test_temporal_embedding_checks_the_clip_length():
 
 
 def test_model_options_change_what_they_say():
-    literal = build_model(ModelConfig(**TINY, norm="post", init="vit", token_norm=False, temporal_embedding=False,
-                                      joint_position="linear"))
+    literal = build_model(
+        ModelConfig(
+            **TINY, norm="post", init="vit", token_norm=False, temporal_embedding=False, joint_position="linear"
+        )
+    )
     assert isinstance(literal.norm, torch.nn.Identity) and literal.aggregator.frame_embed is None
     assert isinstance(literal.aggregator.grid_norm, torch.nn.Identity)
     assert literal.aggregator.position_proj.in_features == 3  # raw (x, y, confidence)
@@ -196,7 +201,9 @@ def test_dropout_reaches_the_attention_probabilities_only_when_asked(monkeypatch
     model = build_model(cfg).train()
     seen = []
     sdpa = F.scaled_dot_product_attention
-    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: seen.append(k.get("dropout_p")) or sdpa(*a, **k))
+    monkeypatch.setattr(
+        F, "scaled_dot_product_attention", lambda *a, **k: seen.append(k.get("dropout_p")) or sdpa(*a, **k)
+    )
     model(*make_inputs(cfg))
     assert seen and set(seen) == {expected}
     assert ModelConfig(num_classes=3).attention_dropout == 0.0 and ModelConfig(num_classes=3).dropout == 0.1
@@ -230,7 +237,12 @@ def test_config_validation():
     with pytest.raises(ValueError, match="joint_position"):
         ModelConfig(num_classes=3, joint_position="polar")
     defaults = ModelConfig(num_classes=60)
-    assert (defaults.norm, defaults.init, defaults.token_norm, defaults.temporal_embedding) == ("pre", "fan_in", True, True)
+    assert (defaults.norm, defaults.init, defaults.token_norm, defaults.temporal_embedding) == (
+        "pre",
+        "fan_in",
+        True,
+        True,
+    )
     assert (defaults.persons, defaults.num_joints, defaults.depth) == (2, 25, 3)
     assert (defaults.encoder, defaults.decoder) == ("FZ", "FB")
     assert defaults.multi_class and (defaults.local_channels, defaults.global_channels) == (256, 512)

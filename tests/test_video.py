@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.errors import StarError
-from pipeline.video import VideoInfo, _probe_opencv, probe_video, read_frames
+from pipeline.core.errors import StarError
+from pipeline.sources.video import VideoInfo, _probe_opencv, probe_video, read_frames
 
 REAL_NTU_VIDEO = Path(__file__).parent / "data" / "S001C001P001R001A001_rgb.avi"  # 1920x1080 H.264, 103 frames
 
@@ -120,4 +120,3 @@ def test_frame_folder_reads_only_the_needed_images(tmp_path):
 def test_empty_frame_folder(tmp_path):
     with pytest.raises(StarError, match="No frame images"):
         probe_video(tmp_path)
-

@@ -1,0 +1,179 @@
+"""A video in, its people's joints out: decode -> BlazePose per frame -> tracks -> the wanted joint layout.
+
+`estimate_pose` returns (frames, persons, joints, 3) = (x, y, score) in pixels of the original frames, the
+format every STAR reader produces; `write_pose_file` stores it as the custom pose format of
+`pipeline/sources/datasets/folder.py` (`.json` or `.npz`), so `star pose` output feeds folders and `star predict`.
+`PoseStore` keeps finished estimates of a dataset build on disk, one file per video version, so a killed or
+repeated build never estimates a video twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.core.errors import StarError
+from pipeline.core.files import write_atomically
+from pipeline.sources.layouts import BLAZEPOSE33, JointLayout
+from pipeline.sources.pose.blazepose import NAME, BlazePose
+from pipeline.sources.pose.mapping import convert_joints, joint_recipe
+from pipeline.sources.pose.tracking import track_people
+from pipeline.sources.video import iter_frames, probe_video
+
+POSE_SUFFIXES = (".json", ".npz")
+
+
+@dataclass(frozen=True)
+class EstimatedPose:
+    keypoints: np.ndarray  # (frames, persons, joints, 3) float32, original-frame pixels
+    layout: JointLayout
+    frame_size: tuple[int, int]  # (width, height)
+    fps: float
+    seconds: float  # decode + estimation + tracking
+
+    @property
+    def found(self) -> bool:
+        return bool((self.keypoints[..., 2] > 0).any())
+
+    def summary(self) -> str:
+        frames, persons = self.keypoints.shape[:2]
+        seen = (self.keypoints[..., 2] > 0).any(axis=-1).sum(axis=0)  # frames in which each slot has someone
+        slots = ", ".join(f"person {p + 1} in {int(n)} frames" for p, n in enumerate(seen))
+        return (
+            f"{frames} frames, {self.layout.name} joints; {slots}; "
+            f"{frames / max(self.seconds, 1e-9):.1f} frames/s with {NAME}"
+        )
+
+
+def estimate_pose(
+    video: Path,
+    *,
+    layout: JointLayout = BLAZEPOSE33,
+    persons: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> EstimatedPose:
+    """Detect, track and map the people of `video` (a video file or frame folder); `progress(done, total)`."""
+    started = time.perf_counter()
+    info = probe_video(Path(video))
+    joint_recipe(source=BLAZEPOSE33, target=layout)  # an impossible layout fails before any decoding
+    per_frame = []
+    with BlazePose(persons=persons) as estimator:
+        for frame in iter_frames(Path(video)):
+            per_frame.append(estimator(frame))
+            if progress is not None:
+                progress(len(per_frame), max(info.frames, len(per_frame)))
+    if not per_frame:
+        raise StarError(f"No frame of {video} could be decoded: the video is empty or corrupt.")
+    tracks = track_people(per_frame, persons=persons, joints=BLAZEPOSE33.num_joints)
+    keypoints = convert_joints(tracks, source=BLAZEPOSE33, target=layout)
+    return EstimatedPose(
+        keypoints=keypoints,
+        layout=layout,
+        frame_size=(info.width, info.height),
+        fps=info.fps,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def write_pose_file(path: Path, pose: EstimatedPose, *, video: Path) -> None:
+    """Write `pose` as a `.json` or `.npz` pose file, atomically (a killed write leaves no partial file)."""
+    path = _checked_output(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "video": str(video),
+        "layout": pose.layout.name,
+        "joint_names": list(pose.layout.joint_names),
+        "estimator": NAME,
+        "frame_size": list(pose.frame_size),
+        "fps": pose.fps,
+    }
+    if path.suffix.lower() == ".json":
+        keypoints = np.round(pose.keypoints.astype(np.float64), 3).tolist()
+        text = json.dumps({**meta, "keypoints": keypoints}, separators=(",", ":"))
+        write_atomically(path, lambda handle: handle.write(text.encode()))
+    else:
+        write_atomically(
+            path, lambda handle: np.savez_compressed(handle, keypoints=pose.keypoints, meta=json.dumps(meta))
+        )
+
+
+def _checked_output(path: Path) -> Path:
+    path = Path(path)
+    if path.suffix.lower() not in POSE_SUFFIXES:
+        raise StarError(f"Pose output {path}: use a .json or .npz file name.")
+    if path.is_dir():
+        raise StarError(f"Pose output {path} is a folder: give a .json or .npz file name.")
+    return path
+
+
+class PoseStore:
+    """Finished estimates of one dataset build: `<folder>/<key>.npz`, key = video file version + settings."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def key(self, video: Path, *, layout: JointLayout, persons: int) -> str:
+        stat = os.stat(video)
+        text = json.dumps([str(Path(video).resolve()), stat.st_size, stat.st_mtime_ns, NAME, layout.to_json(), persons])
+        return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
+
+    def get(self, key: str) -> np.ndarray | None:
+        path = self.folder / f"{key}.npz"
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return np.asarray(data["keypoints"], np.float32)
+        except (OSError, ValueError, KeyError, EOFError):  # absent, or cut short by a kill: estimate again
+            return None
+
+    def put(self, key: str, keypoints: np.ndarray) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_atomically(self.folder / f"{key}.npz", lambda handle: np.savez_compressed(handle, keypoints=keypoints))
+
+
+def estimate_to_file(
+    video: Path,
+    *,
+    out: Path | None = None,
+    layout: JointLayout = BLAZEPOSE33,
+    persons: int = 1,
+    show_progress: bool = True,
+) -> tuple[Path, EstimatedPose]:
+    """`star pose`: estimate the pose of `video` and write it to `out` (default `<video>.pose.json` beside it)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    video = Path(video)
+    out = (
+        Path(out) if out is not None else video.with_name(f"{video.stem if video.is_file() else video.name}.pose.json")
+    )
+    _checked_output(out)  # refuse before minutes of estimation, not after
+    with Progress(
+        TextColumn("estimating poses"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not (show_progress and sys.stderr.isatty()),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("frames", total=None)
+        pose = estimate_pose(
+            video,
+            layout=layout,
+            persons=persons,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    if not pose.found:
+        raise StarError(
+            f"The pose estimator found nobody in the {pose.keypoints.shape[0]} frames of {video}; nothing written."
+        )
+    write_pose_file(out, pose, video=video)
+    return out, pose
