@@ -27,7 +27,8 @@ import zarr
 
 from model.backbone import MC3_18Backbone
 from model.tokens import joint_heatmaps, joints_to_cells
-from pipeline.extraction.store import MAP_NAMES, CacheLayout, FeatureCache
+from pipeline.extraction.cache_layout import CacheLayout
+from pipeline.extraction.store import MAP_NAMES, FeatureCache
 from pipeline.sources.geometry import clip_geometry
 
 PERSONS, JOINTS = 2, 25

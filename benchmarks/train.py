@@ -46,7 +46,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from model.star import ModelConfig, build_model
-from pipeline.extraction.store import DEFAULT_UNIT_SIZE, CacheLayout, FeatureCache
+from pipeline.extraction.cache_layout import CacheLayout
+from pipeline.extraction.store import DEFAULT_UNIT_SIZE, FeatureCache
 from pipeline.training.classifier import ClipClassifier
 from pipeline.training.data import CachedClips
 from pipeline.training.distributed import DistContext

@@ -33,7 +33,6 @@ from torchvision.models.video import MC3_18_Weights, mc3_18
 KINETICS_WEIGHTS = MC3_18_Weights.KINETICS400_V1
 KINETICS_URL = KINETICS_WEIGHTS.url  # https://download.pytorch.org/models/mc3_18-a90a0ba3.pth
 KINETICS_FILENAME = KINETICS_URL.rsplit("/", 1)[-1]  # mc3_18-a90a0ba3.pth
-KINETICS_SHA256_PREFIX = KINETICS_FILENAME.rsplit("-", 1)[-1].removesuffix(".pth")  # a90a0ba3, torch.hub's convention
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")  # the trunk, input to output: one attribute each
 
 
@@ -42,7 +41,16 @@ def kinetics_checkpoint_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / KINETICS_FILENAME
 
 
-def _sha256_prefix(path: Path, length: int = 12) -> str:
+def weights_id(weights: str | Path | None) -> str:
+    """The id of a weights choice recorded in cache fingerprints: a file is named by its checksum, not its name."""
+    if weights is None or weights == "random":
+        return "random"
+    if weights == "kinetics400":
+        return f"kinetics400:{KINETICS_FILENAME.removesuffix('.pth')}"
+    return f"file:{_sha256_prefix(Path(weights))}"
+
+
+def _sha256_prefix(path: Path, length: int = 16) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -73,7 +81,7 @@ def _resolve_weights(weights: str | Path | None) -> tuple[dict[str, Tensor] | No
             UserWarning,
             stacklevel=3,
         )
-        return None, "random"
+        return None, weights_id(None)
     if weights == "kinetics400":
         path = kinetics_checkpoint_path()
         if not path.is_file():
@@ -82,14 +90,14 @@ def _resolve_weights(weights: str | Path | None) -> tuple[dict[str, Tensor] | No
                 "(torch.hub.get_dir()/checkpoints; set TORCH_HOME to move it). Nothing is downloaded automatically: "
                 f"fetch {KINETICS_URL} and put it in that folder, or pass a state-dict path or 'random'."
             )
-        return _read_state_dict(path), f"kinetics400:{KINETICS_SHA256_PREFIX}"
+        return _read_state_dict(path), weights_id("kinetics400")
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(
             f"MC3-18 weights file not found: {path}. Use 'kinetics400' (torch hub cache), 'random', "
             "or the path of a state dict saved from torchvision's mc3_18."
         )
-    return _read_state_dict(path), f"file:{_sha256_prefix(path)}"
+    return _read_state_dict(path), weights_id(path)
 
 
 class MC3_18Backbone(nn.Module):

@@ -65,7 +65,7 @@ def test_path_weights_match_torchvision_model_including_normalisation(saved_mc3_
     assert loaded.keys() == reference.keys()
     for name, tensor in reference.items():
         assert torch.equal(loaded[name], tensor), name
-    assert backbone.weights_id == "file:" + hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    assert backbone.weights_id == "file:" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
     # Independent computation: Kinetics normalisation by hand, then torchvision's own modules.
     x = (clip.float() / 255).transpose(1, 2)  # (B, 3, T, H, W)
@@ -115,7 +115,7 @@ def test_kinetics_loads_from_hub_cache(offline_hub, saved_mc3_18):
     offline_hub.mkdir(parents=True)
     (offline_hub / KINETICS_FILENAME).write_bytes(path.read_bytes())
     backbone = MC3_18Backbone(weights="kinetics400")
-    assert backbone.weights_id == "kinetics400:a90a0ba3"
+    assert backbone.weights_id == "kinetics400:mc3_18-a90a0ba3"
     assert torch.equal(backbone.layer4[1].conv2[0].weight, net.layer4[1].conv2[0].weight)
 
 

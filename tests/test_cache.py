@@ -14,13 +14,9 @@ import pytest
 import zarr
 
 from pipeline.core.errors import StarError
-from pipeline.extraction.store import (
-    CacheLayout,
-    FeatureCache,
-    SampleStatus,
-    dequantize_map,
-    quantize_map,
-)
+from pipeline.extraction.cache_layout import CacheLayout, SampleStatus
+from pipeline.extraction.quantize import dequantize_map, quantize_map
+from pipeline.extraction.store import FeatureCache
 
 LAYOUT = CacheLayout.for_mc3_18(frames=4, input_size=112, persons=2, num_joints=5)
 FINGERPRINT = {"weights": "random:0", "frames": 4, "input_size": 112, "crop": "full", "code": "test"}

@@ -18,8 +18,9 @@ from torchvision.models.video import mc3_18
 from model.star import ModelConfig, build_model
 from model.tokens import joint_heatmaps
 from pipeline.core.errors import StarError
+from pipeline.extraction.cache_layout import CacheLayout
 from pipeline.extraction.extract import ExtractConfig, extract
-from pipeline.extraction.store import CacheLayout, FeatureCache
+from pipeline.extraction.store import FeatureCache
 from pipeline.extraction.weights import backbone_from_fingerprint, weights_id
 from pipeline.sources.index import default_index_path
 from pipeline.sources.layouts import layout_from_spec

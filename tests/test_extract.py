@@ -18,8 +18,9 @@ from typer.testing import CliRunner
 
 from cli import app
 from pipeline.core.errors import StarError
+from pipeline.extraction.cache_layout import SampleStatus
 from pipeline.extraction.extract import ExtractConfig, extract, plan, refresh_index
-from pipeline.extraction.store import FeatureCache, SampleStatus
+from pipeline.extraction.store import FeatureCache
 from pipeline.sources.clips import ClipSpec, load_clip
 from pipeline.sources.synthetic import generate_ntu_dataset
 

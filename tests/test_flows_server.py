@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from prefect_server import PrefectServer
 
-from pipeline.extraction.store import FeatureCache, SampleStatus
+from pipeline.extraction.cache_layout import SampleStatus
+from pipeline.extraction.store import FeatureCache
 from pipeline.sources.synthetic import generate_ntu_dataset
 
 STAR = [sys.executable, "-m", "cli"]

@@ -16,8 +16,9 @@ from test_ntu import joint_lines, skeleton_text
 from typer.testing import CliRunner
 
 from cli import app
+from pipeline.extraction.cache_layout import CacheLayout
 from pipeline.extraction.extract import ExtractConfig, extract
-from pipeline.extraction.store import CacheLayout, FeatureCache
+from pipeline.extraction.store import FeatureCache
 from pipeline.sources.datasets.records import POSE_OUTSIDE_FRAME, pose_in_frame
 from pipeline.sources.index import AnnotationIndex, build_index
 from pipeline.sources.synthetic import generate_ntu_dataset, generate_penn_dataset, write_video

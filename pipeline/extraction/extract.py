@@ -41,13 +41,15 @@ import torch
 from model.star import ModelConfig
 from pipeline.core.devices import resolve_device
 from pipeline.core.errors import StarError
+from pipeline.extraction.cache_info import heatmap_report
+from pipeline.extraction.cache_layout import CacheLayout
 from pipeline.extraction.skeleton_store import (
     SkeletonSample,
     check_skeleton_target,
     content_digest,
     write_skeleton_cache,
 )
-from pipeline.extraction.store import DEFAULT_UNIT_SIZE, CacheLayout, FeatureCache, heatmap_report
+from pipeline.extraction.store import DEFAULT_UNIT_SIZE, FeatureCache
 from pipeline.extraction.weights import load_backbone, weights_id
 from pipeline.sources.clips import Clip, ClipSpec, load_clip
 from pipeline.sources.datasets import read_dataset

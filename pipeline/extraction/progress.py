@@ -17,7 +17,8 @@ from rich.progress import (
 )
 
 from pipeline.core.errors import StarError
-from pipeline.extraction.store import FeatureCache, SampleStatus
+from pipeline.extraction.cache_layout import SampleStatus
+from pipeline.extraction.store import FeatureCache
 
 
 class CacheProgress:

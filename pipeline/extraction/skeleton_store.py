@@ -33,7 +33,7 @@ from zarr.codecs import ZstdCodec
 
 from pipeline.core.differences import describe_differences, differing_keys
 from pipeline.core.errors import StarError
-from pipeline.extraction.store import _json_roundtrip
+from pipeline.core.jsonable import json_roundtrip
 
 KIND = "skeletons"
 FORMAT_VERSION = 1
@@ -121,7 +121,7 @@ def check_skeleton_target(path: str | os.PathLike, *, fingerprint: Mapping[str, 
             f"{target} holds something other than a skeleton cache (a feature cache of `star extract` "
             "without --modality pose?): choose another --out"
         )
-    stored, wanted = SkeletonCache.open(target).fingerprint, _json_roundtrip(dict(fingerprint))
+    stored, wanted = SkeletonCache.open(target).fingerprint, json_roundtrip(dict(fingerprint))
     differing = differing_keys(stored, wanted)
     if differing:
         raise StarError(
@@ -175,7 +175,7 @@ def _write(
             _META_KEY: {
                 "kind": KIND,
                 "format_version": FORMAT_VERSION,
-                "fingerprint": _json_roundtrip(dict(fingerprint)),
+                "fingerprint": json_roundtrip(dict(fingerprint)),
                 "persons": persons,
                 "num_joints": num_joints,
                 "splits": sorted(splits),

@@ -17,9 +17,8 @@ joints; stage 2 trains from it. Layout of the group (N = samples indexed, U = `u
 Work unit k owns samples [k*U, (k+1)*U): exactly one chunk of every array but label, sample_id and splits, so
 concurrent writers (threads, processes, Dask workers) never share a file; zarr silently loses data when two writers
 rewrite one chunk. Readers take a unit's rows together (`read_rows`, in the training order of
-`pipeline.training.sampling`): one chunk decode per array. Measured on 64 px, T 8 clips: 1.8 ms per clip, against 2.2-3.2 ms
-with one chunk per sample inside unit shards (zarr spends ~0.3 ms of Python per chunk) and ~12 ms reading one sample
-at a time; a lone row costs a whole unit's decode.
+`pipeline.training.sampling`): one chunk decode per array. Chunks of one unit beat one chunk per sample
+(zarr spends Python time per chunk; figures in benchmarks/RESULTS.md); a lone row costs a whole unit's decode.
 
 Crash safety. `write_unit` writes every data array of the unit in one call per array, then the failure reasons, then
 `status` last. zarr's LocalStore writes each chunk to a `*.partial` file and renames it, so each file is replaced
@@ -34,20 +33,15 @@ Growth. New samples are appended (existing rows never move) by `create_or_open`,
 process before any unit is dispatched: zarr loses rows when two processes resize at once. The `n_samples` attribute
 is the commit point of a growth, so a growth killed half-way is redone on the next run.
 
-8-bit mode (`quantize=True`, opt-in): MC3-18 maps are ReLU outputs (>= 0) and heatmaps lie in [0, 1], so each
-(sample, frame, channel) map is stored as uint8 = round(x / s) with s = max(x) / 255; the error per value is at most
-s / 2. Measured size and error: benchmarks/cache_size.py.
+8-bit mode (`quantize=True`, opt-in): see `pipeline.extraction.quantize`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
-import json
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -58,10 +52,13 @@ from zarr.core.sync import sync
 
 from pipeline.core.differences import describe_differences, differing_keys
 from pipeline.core.errors import StarError
+from pipeline.core.jsonable import json_roundtrip
+from pipeline.extraction.cache_info import MOSTLY_EMPTY_COVERAGE, CacheInfo
+from pipeline.extraction.cache_layout import CacheLayout, SampleStatus
+from pipeline.extraction.quantize import dequantize_map, quantize_map
 from pipeline.sources.datasets.records import pose_in_frame
 
 FORMAT_VERSION = 2  # 2: pose_coverage
-MOSTLY_EMPTY_COVERAGE = 0.5  # a done clip whose pose_coverage is below this has mostly empty joint heat maps
 MAP_NAMES = ("local", "global", "heatmaps")  # float maps, quantized in 8-bit mode
 FEATURE_NAMES = (*MAP_NAMES, "joints")  # the keys of one sample's result and of `read`
 DEFAULT_UNIT_SIZE = (
@@ -71,123 +68,6 @@ _META_KEY = "star_cache"
 _CREATING_KEY = "star_cache_creating"  # set while the arrays of a new store are being created
 _METADATA_CHUNK = 8192  # label/sample_id/splits: coordinator-only, so any chunking is safe; few files
 _CHUNK_KEYS = {"name": "default", "separator": "."}  # one directory per array instead of one per chunk index
-
-
-class SampleStatus(enum.IntEnum):
-    """Per-sample state in the `status` array; 0 is zarr's fill value, so unwritten rows read as pending."""
-
-    PENDING = 0
-    DONE = 1
-    FAILED = 2
-
-
-@dataclass(frozen=True)
-class CacheLayout:
-    """Per-sample shapes: `frames` T, local maps (C', h', w'), global maps (C, h, w), persons P, `num_joints` J."""
-
-    frames: int
-    local_shape: tuple[int, int, int]
-    global_shape: tuple[int, int, int]
-    persons: int
-    num_joints: int  # per person
-
-    @classmethod
-    def for_mc3_18(cls, *, frames: int, input_size: int, persons: int, num_joints: int) -> CacheLayout:
-        """MC3-18 keeps T and downsamples space by 8 at layer3 (256 ch) and 16 at layer4 (512 ch)."""
-        return cls(
-            frames=frames,
-            local_shape=(256, input_size // 8, input_size // 8),
-            global_shape=(512, input_size // 16, input_size // 16),
-            persons=persons,
-            num_joints=num_joints,
-        )
-
-    def sample_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Shape of one sample of each feature array."""
-        _, h_local, w_local = self.local_shape
-        return {
-            "local": (self.frames, *self.local_shape),
-            "global": (self.frames, *self.global_shape),
-            "heatmaps": (self.frames, self.persons * self.num_joints, h_local, w_local),
-            "joints": (self.frames, self.persons, self.num_joints, 3),
-        }
-
-    def to_json(self) -> dict[str, Any]:
-        return _json_roundtrip(asdict(self))
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> CacheLayout:
-        return cls(
-            frames=int(data["frames"]),
-            local_shape=tuple(data["local_shape"]),
-            global_shape=tuple(data["global_shape"]),
-            persons=int(data["persons"]),
-            num_joints=int(data["num_joints"]),
-        )
-
-
-@dataclass(frozen=True)
-class CacheInfo:
-    """What `star cache info` prints: progress, failures, configuration and size on disk."""
-
-    path: str
-    samples: int
-    done: int
-    failed: int
-    pending: int
-    failures: tuple[tuple[str, str], ...]  # (sample_id, reason)
-    fingerprint: dict[str, Any]
-    layout: CacheLayout
-    quantize: bool
-    unit_size: int
-    bytes_on_disk: int
-    partial_files: int  # *.partial leftovers of killed writes
-    empty_heatmaps: int = 0  # done clips without any joint on the local map (pose_coverage 0 or NaN)
-    mostly_empty_heatmaps: int = 0  # done clips with 0 < pose_coverage < MOSTLY_EMPTY_COVERAGE
-
-    @property
-    def bytes_per_done_clip(self) -> float | None:
-        return self.bytes_on_disk / self.done if self.done else None
-
-    def format(self, *, max_failures: int = 20) -> str:
-        per_clip = self.bytes_per_done_clip
-        lines = [
-            f"Feature cache {self.path}",
-            f"  samples: {self.samples}  done: {self.done}  failed: {self.failed}  pending: {self.pending}",
-            f"  storage: {'uint8 + per-(sample, frame, channel) scales' if self.quantize else 'float16'}, zstd;"
-            f" work unit {self.unit_size} samples",
-            f"  layout: T={self.layout.frames} local={self.layout.local_shape} global={self.layout.global_shape}"
-            f" persons={self.layout.persons} joints per person={self.layout.num_joints}",
-            f"  size on disk: {_human_bytes(self.bytes_on_disk)}"
-            + (f" ({_human_bytes(per_clip)} per done clip)" if per_clip is not None else ""),
-        ]
-        lines.append(f"  joint heat maps: {heatmap_report(self.empty_heatmaps, self.mostly_empty_heatmaps)}")
-        if self.partial_files:
-            lines.append(
-                f"  {self.partial_files} *.partial file(s) left by interrupted writes: harmless; "
-                "`FeatureCache.remove_partial_files()` deletes them when no extraction is running"
-            )
-        lines.append("  fingerprint:")
-        lines += [f"    {key}: {_shorten(repr(value))}" for key, value in sorted(self.fingerprint.items())]
-        if self.failures:
-            lines.append(f"  failures ({len(self.failures)}):")
-            lines += [f"    {sample_id}: {reason}" for sample_id, reason in self.failures[:max_failures]]
-            if len(self.failures) > max_failures:
-                lines.append(f"    ... and {len(self.failures) - max_failures} more")
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.format()
-
-    def to_json(self) -> dict[str, Any]:
-        """The same facts as plain JSON types, for `star cache info --json`."""
-        return _json_roundtrip(
-            {
-                **asdict(self),
-                "failures": [list(item) for item in self.failures],
-                "bytes_per_done_clip": self.bytes_per_done_clip,
-            }
-        )
 
 
 class FeatureCache:
@@ -261,7 +141,7 @@ class FeatureCache:
         _check_samples(ids, label_values, masks)
         if unit_size < 1:
             raise ValueError(f"unit_size must be >= 1, got {unit_size}")
-        requested = _json_roundtrip(dict(fingerprint))
+        requested = json_roundtrip(dict(fingerprint))
 
         cache = cls(path=os.fspath(path), mode="r+", storage_options=storage_options)
         store = cache._store()
@@ -299,7 +179,7 @@ class FeatureCache:
             raise StarError(f"{local} is a file, not a feature cache folder: choose another --out")
         meta = _read_meta(cls.open(local)._root(), local)
         _check_fingerprint(
-            meta, requested=_json_roundtrip(dict(fingerprint)), layout=layout, quantize=quantize, path=local
+            meta, requested=json_roundtrip(dict(fingerprint)), layout=layout, quantize=quantize, path=local
         )
 
     def _store(self) -> zarr.abc.store.Store:
@@ -819,11 +699,6 @@ def _check_fingerprint(
         )
 
 
-def _shorten(text: str, limit: int = 100) -> str:
-    """Long fingerprint values (class name lists) cut so a line stays readable."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _check_samples(ids: np.ndarray, labels: np.ndarray, masks: Mapping[str, np.ndarray]) -> None:
     if ids.ndim != 1 or labels.shape != ids.shape:
         raise ValueError(f"sample_ids and labels must be 1-D of equal length, got {ids.shape} and {labels.shape}")
@@ -865,41 +740,10 @@ def _checked_features(
     return sample
 
 
-def heatmap_report(empty: int, mostly_empty: int) -> str:
-    """One phrase for the extraction summary and `star cache info`."""
-    if not empty and not mostly_empty:
-        return "every done clip has its visible joints on the map"
-    return (
-        f"{empty} done clip(s) empty, {mostly_empty} mostly empty (under {MOSTLY_EMPTY_COVERAGE:.0%} of the "
-        "visible joints on the map): check that the poses are in the videos' pixel space"
-    )
-
-
 def _checked_reason(row: int, reason: str) -> str:
     if not reason.strip():
         raise ValueError(f"row {row}: a failure needs a non-empty reason")
     return reason
-
-
-def quantize_map(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(T, C, h, w) values >= 0 -> uint8 codes and (T, C) float32 scales, |x - codes * scale| <= scale / 2."""
-    scale = values.max(axis=(2, 3)).astype(np.float32) / np.float32(255)  # (T, C); float32 even for float16 maps
-    divisor = np.where(scale > 0, scale, np.float32(1))[:, :, None, None]  # all-zero maps stay 0
-    codes = np.clip(np.rint(values / divisor), 0, 255).astype(np.uint8)
-    return codes, scale
-
-
-def dequantize_map(codes: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Inverse of `quantize_map`: (..., T, C, h, w) uint8 and (..., T, C) scales -> float32."""
-    return codes.astype(np.float32) * scale[..., None, None]
-
-
-def _json_roundtrip(value: Any) -> Any:
-    """Exactly what the attributes will hold (tuples become lists), so stored and requested compare equal."""
-    try:
-        return json.loads(json.dumps(value))
-    except TypeError as err:
-        raise ValueError(f"the cache fingerprint must be JSON-serializable: {err}") from err
 
 
 async def _gather(awaitables: list[Any]) -> list[Any]:
@@ -919,11 +763,3 @@ async def _remove_partial_keys(store: zarr.abc.store.Store) -> int:
     for key in keys:
         await store.delete(key)
     return len(keys)
-
-
-def _human_bytes(size: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000:
-            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
-        size /= 1000
-    return f"{size:.1f} TB"

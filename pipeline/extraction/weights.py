@@ -7,33 +7,26 @@ user names (a missing Kinetics-400 file, a corrupt state dict) become one-line `
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from model.backbone import KINETICS_FILENAME, MC3_18Backbone
+from model.backbone import MC3_18Backbone
+from model.backbone import weights_id as backbone_weights_id
 from pipeline.core.errors import StarError
 
 WEIGHTS_CHOICES = ("kinetics400", "random")  # or the path of a state-dict file
 
 
 def weights_id(weights: str) -> str:
-    """Name and checksum of the backbone weights, for the fingerprint (a file is hashed, not trusted by name)."""
-    if weights == "kinetics400":
-        return f"kinetics400:{KINETICS_FILENAME.removesuffix('.pth')}"
+    """The fingerprint's id of the weights a user names; "random" ones are drawn under seed 0 (`load_backbone`)."""
     if weights == "random":
         return "random:seed0"
-    path = Path(weights)
-    if not path.is_file():
-        problem = "is a folder" if path.is_dir() else "no such file"
+    if weights != "kinetics400" and not Path(weights).is_file():
+        problem = "is a folder" if Path(weights).is_dir() else "no such file"
         raise StarError(f"--weights {weights}: {problem}; use kinetics400, random or a state-dict file")
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return f"file:{digest.hexdigest()[:16]}"
+    return backbone_weights_id(weights)
 
 
 def load_backbone(weights: str, *, trainable: bool = False) -> MC3_18Backbone:

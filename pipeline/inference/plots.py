@@ -32,6 +32,7 @@ from matplotlib import patheffects  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from pipeline.core.errors import StarError  # noqa: E402
+from pipeline.core.text import human_bytes, shorten  # noqa: E402
 
 DPI = 100
 TOP_FRAMES = 3  # the paper discusses each model's top-three frames
@@ -176,7 +177,7 @@ def plot_per_class_accuracy(*, rows: Sequence[Any], out: str | os.PathLike, titl
             va="center",
             fontsize=8,
         )
-    ax.set_yticks(positions, labels=[_shorten(row.class_name, 38) for row in ordered], fontsize=8)
+    ax.set_yticks(positions, labels=[shorten(row.class_name, 38) for row in ordered], fontsize=8)
     ax.set_xlim(0, 125)  # room for the labels right of a 100% bar
     ax.set_xticks(range(0, 101, 20))
     ax.set_xlabel("accuracy (%) = correct / support")
@@ -189,10 +190,6 @@ def plot_per_class_accuracy(*, rows: Sequence[Any], out: str | os.PathLike, titl
     ax.grid(axis="x", alpha=0.3)
     ax.set_title(title or "per-class accuracy", pad=16)
     return _save(fig, out)
-
-
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # ------------------------------------------------------------------------------------------ frame importance
@@ -375,7 +372,8 @@ def cache_statistics(path: str) -> CacheStatistics:
     """Counts per split and status, bytes per array, done samples per class and failure reasons of a cache."""
     import zarr
 
-    from pipeline.extraction.store import FEATURE_NAMES, FeatureCache, SampleStatus
+    from pipeline.extraction.cache_layout import SampleStatus
+    from pipeline.extraction.store import FEATURE_NAMES, FeatureCache
 
     cache = FeatureCache.open(path, mode="r")
     info = cache.info()
@@ -410,16 +408,9 @@ def cache_statistics(path: str) -> CacheStatistics:
     )
 
 
-def _human_bytes(size: float) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if size >= scale:
-            return f"{size / scale:.2f} {unit}" if size < 10 * scale else f"{size / scale:.1f} {unit}"
-    return f"{size:.0f} B"
-
-
 def _reason_kind(reason: str) -> str:
     """The category of a failure reason: the part before the first colon, shortened."""
-    return _shorten(reason.split(":", 1)[0].strip() or "unknown", 40)
+    return shorten(reason.split(":", 1)[0].strip() or "unknown", 40)
 
 
 CACHE_STATISTICS_INCHES = (13.0, 8.0)
@@ -454,13 +445,13 @@ def plot_cache_statistics(*, stats: CacheStatistics, out: str | os.PathLike) -> 
     bytes_ax.barh(arrays, megabytes, color="#6baed6", edgecolor="black", linewidth=0.3)
     for y, name in enumerate(arrays):
         size = stats.array_bytes[name]
-        per_clip = f", {_human_bytes(size / stats.done)}/clip" if stats.done else ""
-        bytes_ax.text(size / 1e6, y, f" {_human_bytes(size)}{per_clip}", va="center", fontsize=8)
+        per_clip = f", {human_bytes(size / stats.done)}/clip" if stats.done else ""
+        bytes_ax.text(size / 1e6, y, f" {human_bytes(size)}{per_clip}", va="center", fontsize=8)
     bytes_ax.invert_yaxis()
     bytes_ax.set_xlim(0, max(float(megabytes.max()), 1e-3) * 1.6)
     bytes_ax.tick_params(axis="y", labelsize=8)
-    per_done = f"; {_human_bytes(stats.bytes_on_disk / stats.done)} per done clip" if stats.done else ""
-    bytes_ax.set(xlabel="MB on disk", title=f"size on disk: {_human_bytes(stats.bytes_on_disk)}{per_done}")
+    per_done = f"; {human_bytes(stats.bytes_on_disk / stats.done)} per done clip" if stats.done else ""
+    bytes_ax.set(xlabel="MB on disk", title=f"size on disk: {human_bytes(stats.bytes_on_disk)}{per_done}")
 
     if stats.done_per_class:
         classes = list(stats.done_per_class)
@@ -468,7 +459,7 @@ def plot_cache_statistics(*, stats: CacheStatistics, out: str | os.PathLike) -> 
             range(len(classes)), list(stats.done_per_class.values()), color="#74c476", edgecolor="black", linewidth=0.3
         )
         many = len(classes) > 30
-        labels = [str(i) for i in range(len(classes))] if many else [_shorten(name, 22) for name in classes]
+        labels = [str(i) for i in range(len(classes))] if many else [shorten(name, 22) for name in classes]
         step = max(1, len(classes) // 60)
         class_ax.set_xticks(
             range(0, len(classes), step),
@@ -507,5 +498,5 @@ def plot_cache_statistics(*, stats: CacheStatistics, out: str | os.PathLike) -> 
             transform=failure_ax.transAxes,
         )
         failure_ax.set(title="failure reasons", xticks=[], yticks=[])
-    fig.suptitle(f"feature cache {_shorten(stats.path, 90)}")
+    fig.suptitle(f"feature cache {shorten(stats.path, 90)}")
     return _save(fig, out)
