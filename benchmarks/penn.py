@@ -56,7 +56,7 @@ def prepare(root: Path, workdir: Path) -> str:
 def validation_split(cache_path: str, cfg: Any) -> tuple[np.ndarray, np.ndarray]:
     """(train rows, validation rows) of the cache, carved exactly as `star train` carves them."""
     from pipeline.extraction.skeleton_store import SkeletonCache
-    from pipeline.training.data import carve_validation
+    from pipeline.training.splits import carve_validation
 
     cache = SkeletonCache.open(cache_path)
     rows = np.flatnonzero(cache.split("penn-train") & cache.done)
@@ -70,10 +70,10 @@ def score(checkpoint: Path, cache_path: str, rows: np.ndarray, *, test_clips: in
     from torch.utils.data import DataLoader
 
     from pipeline.extraction.skeleton_store import SkeletonCache
-    from pipeline.inference.evaluate import evaluate_model
     from pipeline.training.checkpoints import load_trained_model, read_checkpoint
-    from pipeline.training.data import read_cache_meta
+    from pipeline.training.metrics import evaluate_model
     from pipeline.training.skeletons import skeleton_dataset
+    from pipeline.training.splits import read_cache_meta
 
     state = read_checkpoint(checkpoint)
     dataset = skeleton_dataset(
@@ -124,8 +124,8 @@ def run_seed(cache_path: str, *, seed: int, workdir: Path, overrides: dict[str, 
 def trajectories(cache_path: str, rows: np.ndarray, *, frames: int) -> tuple[np.ndarray, np.ndarray]:
     """(clips, T * joints * 3) normalised joint trajectories at the segment centres, and the labels."""
     from pipeline.extraction.skeleton_store import SkeletonCache
-    from pipeline.training.data import read_cache_meta
     from pipeline.training.skeletons import SkeletonSpec, SkeletonTransform
+    from pipeline.training.splits import read_cache_meta
 
     cache = SkeletonCache.open(cache_path)
     transform = SkeletonTransform(
@@ -185,8 +185,8 @@ def training_speed(
     from model.star import ModelConfig, build_model
     from pipeline.extraction.skeleton_store import SkeletonCache
     from pipeline.training.classifier import ClipClassifier
-    from pipeline.training.data import read_cache_meta
     from pipeline.training.skeletons import SkeletonAugment, SkeletonClips, SkeletonSpec, SkeletonTransform
+    from pipeline.training.splits import read_cache_meta
 
     cache = SkeletonCache.open(cache_path)
     spec = SkeletonSpec(frames=16, streams=streams)

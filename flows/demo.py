@@ -197,8 +197,8 @@ def _completed_epochs(run_dir: Path) -> int:
 def _train_stage(cfg: DemoConfig, stages: _Stages, *, attention: tuple[str, str], label: str) -> Path:
     """Train (or reuse, or resume) one model; returns its run directory."""
     from pipeline.training.config import resolve_config
-    from pipeline.training.data import read_cache_meta
     from pipeline.training.loop import train
+    from pipeline.training.splits import read_cache_meta
 
     started = time.perf_counter()
     name = "train" if attention == STAR_ATTENTION else "train FF"

@@ -184,7 +184,7 @@ def split_subjects(sample_ids: list[str]) -> tuple[list[int], list[int]]:
 def validation_subjects(sample_ids: list[str], *, fraction: float) -> list[int]:
     """The training subjects the trainer holds back for validation (`pipeline.training.data.carve_validation`)."""
     from pipeline.sources.datasets.ntu import parse_ntu_name
-    from pipeline.training.data import carve_validation
+    from pipeline.training.splits import carve_validation
 
     train_subjects = set(split_subjects(sample_ids)[0])
     train_ids = [i for i in sample_ids if parse_ntu_name(i).subject in train_subjects]

@@ -25,17 +25,10 @@ from pipeline.extraction.weights import backbone_from_fingerprint, weights_id
 from pipeline.sources.index import default_index_path
 from pipeline.sources.layouts import layout_from_spec
 from pipeline.sources.synthetic import generate_ntu_dataset
+from pipeline.training.augment import ClipAugment, augment_maps, augment_video, flip_maps
 from pipeline.training.classifier import ClipClassifier
-from pipeline.training.data import (
-    CachedClips,
-    ClipAugment,
-    VideoClips,
-    augment_maps,
-    augment_video,
-    cache_split_name,
-    flip_maps,
-    read_cache_meta,
-)
+from pipeline.training.data import CachedClips, VideoClips
+from pipeline.training.splits import cache_split_name, read_cache_meta
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

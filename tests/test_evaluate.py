@@ -15,11 +15,13 @@ from typer.testing import CliRunner
 from cli import app
 from pipeline.core.differences import differing_keys
 from pipeline.core.errors import StarError
-from pipeline.inference.evaluate import OTHER_CLASSES, MetricCounter, evaluate_checkpoint, write_report_files
+from pipeline.inference.evaluate import evaluate_checkpoint
+from pipeline.inference.reports import write_report_files
 from pipeline.training.checkpoints import check_fingerprint, load_trained_model, read_checkpoint
 from pipeline.training.config import resolve_config
 from pipeline.training.data import CachedClips
 from pipeline.training.loop import train
+from pipeline.training.metrics import OTHER_CLASSES, MetricCounter
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

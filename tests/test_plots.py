@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 from cli import app
 from pipeline.core.errors import StarError
-from pipeline.inference.evaluate import PerClassRow
 from pipeline.inference.plots import (
     PERSON_COLOURS,
     ImportanceSeries,
@@ -31,6 +30,7 @@ from pipeline.inference.plots import (
     skeleton_box,
     training_curves_size,
 )
+from pipeline.training.metrics import PerClassRow
 
 
 def read_png(path, size: tuple[int, int]) -> np.ndarray:

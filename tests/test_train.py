@@ -27,8 +27,8 @@ from pipeline.core.errors import StarError
 from pipeline.extraction.weights import backbone_from_fingerprint
 from pipeline.inference.evaluate import evaluate_checkpoint
 from pipeline.training.config import PRESETS, TrainConfig, resolve_config
-from pipeline.training.data import carve_validation
 from pipeline.training.optimization import lr_factor
+from pipeline.training.splits import carve_validation
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -41,8 +41,8 @@ from pipeline.core.differences import describe_differences, differing_keys
 from pipeline.core.errors import StarError
 from pipeline.core.rng import restore_rng_state, seed_everything
 from pipeline.extraction.weights import backbone_from_fingerprint
-from pipeline.inference.evaluate import evaluate_model
 from pipeline.sources.index import default_index_path
+from pipeline.training.augment import ClipAugment
 from pipeline.training.checkpoints import (
     CHECKPOINT_FORMAT,
     check_fingerprint,
@@ -62,16 +62,7 @@ from pipeline.training.config import (
     resume_config,
     validate_config,
 )
-from pipeline.training.data import (
-    CachedClips,
-    CacheMeta,
-    ClipAugment,
-    VideoClips,
-    cache_split_name,
-    carve_validation,
-    done_rows,
-    read_cache_meta,
-)
+from pipeline.training.data import CachedClips, VideoClips
 from pipeline.training.distributed import (
     DistContext,
     all_reduce_sum,
@@ -80,6 +71,7 @@ from pipeline.training.distributed import (
     init_distributed,
 )
 from pipeline.training.log import ProgressBar, RunLog, epoch_line
+from pipeline.training.metrics import evaluate_model
 from pipeline.training.optimization import (
     build_optimizer,
     build_scheduler,
@@ -88,6 +80,7 @@ from pipeline.training.optimization import (
 )
 from pipeline.training.sampling import WindowSampler
 from pipeline.training.skeletons import skeleton_dataset, skeleton_spec
+from pipeline.training.splits import CacheMeta, cache_split_name, carve_validation, done_rows, read_cache_meta
 
 
 @dataclass(frozen=True)
