@@ -51,7 +51,7 @@ from pipeline.extraction.store import DEFAULT_UNIT_SIZE, FeatureCache
 from pipeline.training.classifier import ClipClassifier
 from pipeline.training.data import CachedClips
 from pipeline.training.distributed import DistContext
-from pipeline.training.loop import make_loader
+from pipeline.training.setup import make_loader
 
 PERSONS, JOINTS, CLASSES = 2, 25, 60
 
