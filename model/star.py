@@ -148,66 +148,43 @@ def _vit_init(module: nn.Module) -> None:
 class STAR(nn.Module):
     """STAR-Transformer: backbone maps + joints -> action logits (B, num_classes)."""
 
-    def __init__(
-        self,
-        *,
-        num_classes: int,
-        persons: int,
-        num_joints: int,
-        dim: int,
-        depth: int,
-        heads: int,
-        mlp_ratio: float,
-        dropout: float,
-        attention_dropout: float,
-        encoder: str,
-        decoder: str,
-        multi_class: bool,
-        heatmap_sigma: float,
-        local_channels: int,
-        global_channels: int,
-        norm: str,
-        init: str,
-        token_norm: bool,
-        temporal_embedding: bool,
-        frames: int,
-        joint_position: str,
-        modality: str,
-        joint_channels: int,
-    ) -> None:
+    def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.joint_tokens = persons * num_joints  # N
-        self.joint_channels = joint_channels
-        self.local_channels = local_channels
-        self.global_channels = global_channels
-        self.heatmap_sigma = heatmap_sigma
+        self.joint_tokens = cfg.persons * cfg.num_joints  # N
+        self.joint_channels = cfg.joint_channels
+        self.local_channels = cfg.local_channels
+        self.global_channels = cfg.global_channels
+        self.heatmap_sigma = cfg.heatmap_sigma
         self.aggregator = TokenAggregator(
-            global_channels=global_channels,
-            local_channels=local_channels,
-            dim=dim,
-            persons=persons,
-            num_joints=num_joints,
-            multi_class=multi_class,
-            token_norm=token_norm,
-            frames=frames if temporal_embedding else None,
-            joint_position=joint_position,
-            modality=modality,
-            joint_channels=joint_channels,
+            global_channels=cfg.global_channels,
+            local_channels=cfg.local_channels,
+            dim=cfg.dim,
+            persons=cfg.persons,
+            num_joints=cfg.num_joints,
+            multi_class=cfg.multi_class,
+            token_norm=cfg.token_norm,
+            frames=cfg.frames if cfg.temporal_embedding else None,
+            joint_position=cfg.joint_position,
+            modality=cfg.modality,
+            joint_channels=cfg.joint_channels,
         )
         stage = dict(
-            depth=depth,
-            dim=dim,
-            heads=heads,
-            mlp_ratio=mlp_ratio,
-            dropout=dropout,
-            norm=norm,
-            attention_dropout=attention_dropout,
+            depth=cfg.depth,
+            dim=cfg.dim,
+            heads=cfg.heads,
+            mlp_ratio=cfg.mlp_ratio,
+            dropout=cfg.dropout,
+            norm=cfg.norm,
+            attention_dropout=cfg.attention_dropout,
         )
-        self.encoder = STARStage(kind=encoder, **stage)
-        self.decoder = STARStage(kind=decoder, **stage)
-        self.norm = nn.LayerNorm(dim) if norm == "pre" else nn.Identity()  # pre-LN: the residual stream is unnormalised
-        self.head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, num_classes))
-        if init == "vit":  # "fan_in" is what nn.Linear does by itself
+        self.encoder = STARStage(kind=cfg.encoder, **stage)
+        self.decoder = STARStage(kind=cfg.decoder, **stage)
+        # pre-LN: the residual stream is unnormalised until this final LayerNorm
+        self.norm = nn.LayerNorm(cfg.dim) if cfg.norm == "pre" else nn.Identity()
+        self.head = nn.Sequential(
+            nn.Linear(cfg.dim, cfg.dim), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.dim, cfg.num_classes)
+        )
+        if cfg.init == "vit":  # "fan_in" is what nn.Linear does by itself
             self.apply(_vit_init)
 
     def _check_inputs(self, local: Tensor, global_: Tensor, heatmaps: Tensor, joints: Tensor) -> None:
@@ -276,8 +253,8 @@ class STAR(nn.Module):
 
 
 def build_model(cfg: ModelConfig) -> STAR:
-    """The only place that reads a ModelConfig."""
-    return STAR(**asdict(cfg))
+    """STAR of `cfg`: the model's builder."""
+    return STAR(cfg)
 
 
 def model_summary(cfg: ModelConfig, *, size: int) -> dict:
