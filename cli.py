@@ -34,54 +34,49 @@ app = typer.Typer(
 )
 
 
+# Model options shared by `star model-info` and `star train` (None: the ModelConfig default, or the config file's).
+_DimOpt = Annotated[int | None, typer.Option(help="Transformer width D (model default: 256).")]
+_DepthOpt = Annotated[int | None, typer.Option(help="Layers per encoder/decoder stage (model default: 3).")]
+_HeadsOpt = Annotated[int | None, typer.Option(help="Attention heads (model default: 4).")]
+_EncoderOpt = Annotated[str | None, typer.Option(help="Encoder layer kind FF, FZ or FB, Table 4 (model default: FZ).")]
+_DecoderOpt = Annotated[str | None, typer.Option(help="Decoder layer kind FF, FZ or FB, Table 4 (model default: FB).")]
+_SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Any other option, KEY=VALUE (repeatable), e.g. --set norm=post, --set model.dropout=0: the fields of "
+        "TrainConfig and, as model.KEY, of ModelConfig.",
+    ),
+]
+
+
 @app.command("model-info")
 def model_info(
     num_classes: int = typer.Option(60, help="Action classes (NTU-60: 60, NTU-120: 120, Penn Action: 15)."),
     persons: int | None = typer.Option(None, help="Persons per frame (model default: 2)."),
     joints: int | None = typer.Option(None, help="Joints per person (model default: 25)."),
-    dim: int | None = typer.Option(None, help="Transformer width D (model default: 256)."),
-    depth: int | None = typer.Option(None, help="Layers per encoder/decoder stage (model default: 3)."),
-    heads: int | None = typer.Option(None, help="Attention heads (model default: 4)."),
-    encoder: str | None = typer.Option(None, help="Encoder layer kind: FF, FZ or FB (model default: FZ)."),
-    decoder: str | None = typer.Option(None, help="Decoder layer kind: FF, FZ or FB (model default: FB)."),
-    single_class: bool = typer.Option(False, "--single-class", help="One class token (Table 3 ablation)."),
-    norm: str | None = typer.Option(
-        None, help="Layer norm placement: pre or post (eq. 11-14 literally) (model default: pre)."
-    ),
-    init: str | None = typer.Option(
-        None, help="Weight init: fan_in or vit (trunc-normal 0.02) (model default: fan_in)."
-    ),
-    token_norm: bool | None = typer.Option(
-        None, "--token-norm/--no-token-norm", help="LayerNorm on the projected GG/JM tokens (model default: on)."
-    ),
-    temporal_embedding: bool | None = typer.Option(
-        None, "--temporal-embedding/--no-temporal-embedding", help="Learned per-frame embedding (model default: on)."
-    ),
+    dim: _DimOpt = None,
+    depth: _DepthOpt = None,
+    heads: _HeadsOpt = None,
+    encoder: _EncoderOpt = None,
+    decoder: _DecoderOpt = None,
+    settings: _SetOpt = None,
     frames: int = typer.Option(16, help="Frames per clip."),
     size: int = typer.Option(224, help="Input height = width in pixels (a multiple of 16)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Print parameter counts, token counts and attention FLOPs of a STAR model config."""
+    """Print parameter counts, token counts and attention FLOPs of a STAR model config (--set KEY=VALUE: any
+    other ModelConfig option, e.g. --set multi_class=false, --set norm=post)."""
     from model.star import format_summary  # imports torch: only when needed
-    from pipeline.training.config import describe_model
+    from pipeline.training.config import describe_model, parse_settings
 
     given = dict(
-        persons=persons,
-        num_joints=joints,
-        dim=dim,
-        depth=depth,
-        heads=heads,
-        encoder=encoder,
-        decoder=decoder,
-        norm=norm,
-        init=init,
-        token_norm=token_norm,
-        temporal_embedding=temporal_embedding,
+        persons=persons, num_joints=joints, dim=dim, depth=depth, heads=heads, encoder=encoder, decoder=decoder
     )
     overrides = {name: value for name, value in given.items() if value is not None}
-    summary = describe_model(
-        size=size, num_classes=num_classes, multi_class=not single_class, frames=frames, **overrides
-    )
+    settings_ = parse_settings(settings or [])
+    overrides |= {**settings_.pop("model", {}), **settings_}  # here every option is the model's
+    summary = describe_model(size=size, num_classes=num_classes, frames=frames, **overrides)
     typer.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
 
 
@@ -189,6 +184,7 @@ def extract(
     ] = None,
     dask_workers: Annotated[int | None, typer.Option(help="Run units on a local Dask cluster of N processes.")] = None,
     verbose: Annotated[bool, typer.Option(help="Show Prefect's and Dask's logs.")] = False,
+    progress: Annotated[bool, typer.Option(help="Progress bar of the clips done on stderr.")] = True,
 ) -> None:
     """Stage 1: index a dataset and cache MC3-18 features (or, with --modality pose, its skeletons) in zarr. Exit 0: all done; 3: some samples failed."""
     config = _extract_config(
@@ -218,7 +214,8 @@ def extract(
     from flows.extract import run_extract
     from pipeline.extraction.progress import CacheProgress
 
-    with nullcontext() if config.skeletons_only else CacheProgress(config.out):  # skeletons take seconds
+    quiet = config.skeletons_only or not progress  # skeletons take seconds
+    with nullcontext() if quiet else CacheProgress(config.out):
         summary = run_extract(config, dask_address=dask_address, dask_workers=dask_workers)
     typer.echo(summary.format())
     raise typer.Exit(summary.exit_code)
@@ -313,149 +310,65 @@ _Opt = typer.Option
 @app.command()
 def train(
     from_cache: Annotated[
-        str | None, _Opt("--from-cache", "--cache", help="Feature cache written by `star extract`.")
+        str | None, _Opt("--from-cache", "--cache", help="Feature or skeleton cache written by `star extract`.")
     ] = None,
     out: Annotated[
         str | None, _Opt(help="Run directory: config.json, metrics.jsonl, tensorboard/, last.pt, best.pt.")
     ] = None,
     config: Annotated[
-        Path | None,
-        _Opt(
-            help="TOML or JSON config file (TrainConfig fields and a model table), or the name of a recipe in configs/ (penn-skeleton); options override it."
-        ),
-    ] = None,
-    preset: Annotated[
         str | None,
-        _Opt(help="paper (§4.1: SGD 2e-4, batch 4, 300 epochs) or small (AdamW 1e-3, cosine, 60 epochs)."),
+        _Opt(
+            help="A recipe of configs/ by name (paper, small, literal, penn-skeleton) or a TOML/JSON file of "
+            "TrainConfig fields and a [model] table; options override it. Default: paper (section 4.1)."
+        ),
     ] = None,
     resume: Annotated[bool, _Opt(help="Continue the run in --out from its last.pt, bit for bit on CPU.")] = False,
     epochs: Annotated[int | None, _Opt(help="Epochs (paper: 300).")] = None,
     batch_size: Annotated[int | None, _Opt(help="Global batch, split over torchrun processes (paper: 4).")] = None,
     lr: Annotated[float | None, _Opt(help="Learning rate (paper: 2e-4).")] = None,
-    optimizer: Annotated[str | None, _Opt(help="sgd or adamw.")] = None,
-    scheduler: Annotated[str | None, _Opt(help="none or cosine (per step, after warm-up).")] = None,
-    momentum: Annotated[float | None, _Opt(help="SGD momentum (0.9).")] = None,
-    weight_decay: Annotated[float | None, _Opt(help="Weight decay.")] = None,
-    warmup_epochs: Annotated[float | None, _Opt(help="Linear warm-up length in epochs.")] = None,
-    label_smoothing: Annotated[float | None, _Opt(help="Cross-entropy label smoothing.")] = None,
-    grad_clip: Annotated[float | None, _Opt(help="Max gradient norm (0: off).")] = None,
-    hflip: Annotated[
-        float | None, _Opt(help="Horizontal flip probability (swaps left/right: keep 0 for lateralised classes).")
-    ] = None,
-    joint_dropout: Annotated[float | None, _Opt(help="Probability of hiding each joint in each frame.")] = None,
     seed: Annotated[int | None, _Opt(help="Seed of initialisation, shuffling and augmentation.")] = None,
     workers: Annotated[int | None, _Opt(help="DataLoader worker processes.")] = None,
     device: Annotated[str | None, _Opt(help="auto, cpu or cuda.")] = None,
-    amp: Annotated[bool | None, _Opt("--amp/--no-amp", help="bf16 autocast on CUDA.")] = None,
     benchmark: Annotated[
         str | None, _Opt(help="Split scheme in the cache, e.g. ntu120-xsub (default: the only one).")
     ] = None,
-    train_split: Annotated[str | None, _Opt(help="Training split (default: train).")] = None,
     val_split: Annotated[
         str | None,
         _Opt(
-            help="Validation for best.pt: auto (carved from the training performers), a split of the cache, or '' for none (default: auto)."
+            help="Validation for best.pt: auto (carved from the training performers), a split of the cache, "
+            "or '' for none (default: auto)."
         ),
-    ] = None,
-    val_fraction: Annotated[
-        float | None,
-        _Opt(help="auto validation: share of the training performers (or samples) held back (default 0.1)."),
-    ] = None,
-    preload: Annotated[
-        bool | None,
-        _Opt("--preload/--no-preload", help="Decode the cached samples into memory once (small preset: on)."),
-    ] = None,
-    dim: Annotated[int | None, _Opt(help="Model width D.")] = None,
-    depth: Annotated[int | None, _Opt(help="Layers per encoder/decoder stage.")] = None,
-    heads: Annotated[int | None, _Opt(help="Attention heads.")] = None,
-    dropout: Annotated[
-        float | None, _Opt(help="Dropout after the attention projections, in the MLPs and the head (default 0.1).")
-    ] = None,
-    attention_dropout: Annotated[
-        float | None,
-        _Opt(
-            help="Dropout on the attention probabilities (default 0: on CPU it forces the slow, L x L-storing kernel)."
-        ),
-    ] = None,
-    encoder: Annotated[str | None, _Opt(help="Encoder layer kind FF, FZ or FB (Table 4).")] = None,
-    decoder: Annotated[str | None, _Opt(help="Decoder layer kind FF, FZ or FB (Table 4).")] = None,
-    norm: Annotated[str | None, _Opt(help="Layer norm placement: pre (default) or post (eq. 11-14 literally).")] = None,
-    temporal_embedding: Annotated[
-        bool | None,
-        _Opt("--temporal-embedding/--no-temporal-embedding", help="Learned per-frame embedding (default: on)."),
     ] = None,
     modality: Annotated[
         str | None,
         _Opt(help="Inputs the model sees: both (STAR, default), rgb (frames only) or pose (skeleton only)."),
     ] = None,
+    dim: _DimOpt = None,
+    depth: _DepthOpt = None,
+    heads: _HeadsOpt = None,
+    encoder: _EncoderOpt = None,
+    decoder: _DecoderOpt = None,
     end_to_end: Annotated[
         bool | None, _Opt("--end-to-end/--cached", help="Fine-tune MC3-18 too, decoding video.")
     ] = None,
     index: Annotated[str | None, _Opt(help="End-to-end: annotation index (default: next to the cache).")] = None,
     init: Annotated[str | None, _Opt(help="End-to-end: cache-stage checkpoint to start from.")] = None,
-    unfreeze_from: Annotated[str | None, _Opt(help="End-to-end: first trainable stage: stem, layer1..layer4.")] = None,
-    backbone_lr_scale: Annotated[float | None, _Opt(help="End-to-end: backbone lr = lr x this (default 0.1).")] = None,
-    activation_checkpointing: Annotated[
-        bool | None,
-        _Opt(
-            "--activation-checkpointing/--no-activation-checkpointing",
-            help="End-to-end: recompute backbone activations.",
-        ),
-    ] = None,
+    settings: _SetOpt = None,
     progress: Annotated[bool, _Opt(help="Progress bar and a line per epoch on stderr.")] = True,
 ) -> None:
-    """Stage 2: train STAR from the feature cache (or end to end from video); one line per epoch, then a summary."""
+    """Stage 2: train STAR from the cache (or end to end from video); one line per epoch, then a summary."""
+    from pipeline.training.config import parse_settings
     from pipeline.training.loop import format_result, run_training
 
-    model = {
-        k: v
-        for k, v in dict(
-            dim=dim,
-            depth=depth,
-            heads=heads,
-            dropout=dropout,
-            attention_dropout=attention_dropout,
-            encoder=encoder,
-            decoder=decoder,
-            norm=norm,
-            temporal_embedding=temporal_embedding,
-            modality=modality,
-        ).items()
-        if v is not None
-    }
-    overrides = dict(
-        cache=from_cache,
-        out=out,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        warmup_epochs=warmup_epochs,
-        label_smoothing=label_smoothing,
-        grad_clip=grad_clip,
-        hflip=hflip,
-        joint_dropout=joint_dropout,
-        seed=seed,
-        workers=workers,
-        device=device,
-        amp=amp,
-        benchmark=benchmark,
-        train_split=train_split,
-        val_split=val_split,
-        val_fraction=val_fraction,
-        preload=preload,
-        model=model or None,
-        end_to_end=end_to_end,
-        index=index,
-        init=init,
-        unfreeze_from=unfreeze_from,
-        backbone_lr_scale=backbone_lr_scale,
-        activation_checkpointing=activation_checkpointing,
-    )
-    result = run_training(overrides=overrides, config_file=config, preset=preset, resume=resume, show_progress=progress)
+    given = dict(
+        cache=from_cache, out=out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, workers=workers,
+        device=device, benchmark=benchmark, val_split=val_split, end_to_end=end_to_end, index=index, init=init,
+    )  # fmt: skip
+    model = dict(modality=modality, dim=dim, depth=depth, heads=heads, encoder=encoder, decoder=decoder)
+    overrides = parse_settings(settings or [])
+    overrides |= {key: value for key, value in given.items() if value is not None}
+    overrides["model"] = {**overrides.get("model", {}), **{k: v for k, v in model.items() if v is not None}}
+    result = run_training(overrides=overrides, config_file=config, resume=resume, show_progress=progress)
     if result.is_main:
         typer.echo(format_result(result))
 

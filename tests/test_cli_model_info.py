@@ -39,7 +39,7 @@ def test_json_summary_matches_the_model():
 
 
 def test_text_output_and_single_class_ablation():
-    result = run(*SMALL, "--single-class", "--persons", "1", "--joints", "13")
+    result = run(*SMALL, "--set", "multi_class=false", "--persons", "1", "--joints", "13")
     assert result.exit_code == 0, result.output
     assert "per_frame                63" in result.stdout  # 49 + 13 + 1
     assert "star_total" in result.stdout and "total_core" in result.stdout
@@ -47,7 +47,7 @@ def test_text_output_and_single_class_ablation():
 
 def test_model_options_one_line_each():
     default = run(*SMALL)
-    literal = run(*SMALL, "--norm", "post", "--init", "vit", "--no-token-norm", "--no-temporal-embedding")
+    literal = run(*SMALL, "--set", "norm=post", "--set", "init=vit", "--set", "token_norm=false", "--set", "temporal_embedding=false")
     assert default.exit_code == 0 and literal.exit_code == 0, literal.output
     for name, value in (
         ("norm", "pre"),
@@ -68,7 +68,7 @@ def test_bad_options_fail_with_the_reason():
     for args, reason in (
         (["--frames", "15"], "frames must be even"),
         (["--encoder", "FX"], "FX"),
-        (["--norm", "mid"], "mid"),
+        (["--set", "norm=mid"], "mid"),
     ):
         result = run(*args)
         assert result.exit_code == 1

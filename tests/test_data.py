@@ -176,7 +176,7 @@ def test_preloaded_and_subset_clips_equal_the_read_ones(toy_cache, monkeypatch):
     )  # a 256 KiB machine
     with pytest.raises(
         StarError,
-        match="preloading 17 cached samples needs 1 MiB, more than half of this machine.s 0 MiB: train with --no-preload",
+        match="preloading 17 cached samples needs 1 MiB, more than half of this machine.s 0 MiB: train with --set preload=false",
     ):
         CachedClips(path=toy_cache.path, split_name=split, preload=True)
 

@@ -21,8 +21,8 @@ def _train_command(cache: str, out: Path) -> list[str]:
     # on (seed, epoch, sample) only, so both runs see the same augmented clips.
     return [
         "-m", "cli", "train", "--from-cache", cache, "--out", str(out), "--epochs", "2", "--batch-size", "4",
-        "--optimizer", "sgd", "--lr", "0.05", "--hflip", "0.5", "--joint-dropout", "0.2", "--workers", "1",
-        "--dim", "32", "--depth", "1", "--heads", "2", "--dropout", "0", "--no-progress",
+        "--set", "optimizer=sgd", "--lr", "0.05", "--set", "hflip=0.5", "--set", "joint_dropout=0.2", "--workers", "1",
+        "--dim", "32", "--depth", "1", "--heads", "2", "--set", "dropout=0", "--no-progress",
     ]  # fmt: skip
 
 

@@ -26,7 +26,7 @@ from cli import app
 from pipeline.core.errors import StarError
 from pipeline.extraction.weights import backbone_from_fingerprint
 from pipeline.inference.evaluate import evaluate_checkpoint
-from pipeline.training.config import PRESETS, TrainConfig, resolve_config
+from pipeline.training.config import TrainConfig, load_config_file, resolve_config
 from pipeline.training.optimization import lr_factor
 from pipeline.training.splits import carve_validation
 
@@ -72,7 +72,7 @@ def test_config_layers_defaults_preset_file_options(tmp_path):
         cfg.lr == 1.0
         and isinstance(cfg.lr, float)
         and cfg.hflip == 0.5
-        and cfg.batch_size == PRESETS["small"]["batch_size"]
+        and cfg.batch_size == load_config_file("small")["batch_size"]
     )
 
 
@@ -123,7 +123,7 @@ def test_tiny_run_learns_and_fills_the_run_directory(toy_cache_path, tmp_path):
         toy_cache_path,
         "--out",
         out,
-        "--preset",
+        "--config",
         "small",
         "--epochs",
         12,
@@ -131,8 +131,8 @@ def test_tiny_run_learns_and_fills_the_run_directory(toy_cache_path, tmp_path):
         8,
         "--lr",
         3e-3,
-        "--warmup-epochs",
-        1,
+        "--set",
+        f"warmup_epochs={1}",
         "--workers",
         0,
         "--no-progress",
@@ -212,7 +212,7 @@ def test_default_validation_never_touches_the_test_split(toy_cache_path, tmp_pat
     assert run_lines(out / "metrics.jsonl")[-1]["val.samples"] == 2
     assert json.loads((out / "config.json").read_text())["val_split"] == "auto"
     _one_line_error(
-        star("train", "--from-cache", toy_cache_path, "--out", tmp_path / "bad", "--val-fraction", 1.5),
+        star("train", "--from-cache", toy_cache_path, "--out", tmp_path / "bad", "--set", f"val_fraction={1.5}"),
         "val_fraction must be between 0 and 1",
     )
 
@@ -236,18 +236,18 @@ def test_resume_after_sigkill_is_bit_identical(toy_cache_path, tmp_path):
         "8",
         "--batch-size",
         "4",
-        "--optimizer",
-        "adamw",
+        "--set",
+        "optimizer=adamw",
         "--lr",
         "2e-3",
-        "--scheduler",
-        "cosine",
-        "--warmup-epochs",
-        "1",
-        "--hflip",
-        "0.5",
-        "--joint-dropout",
-        "0.2",
+        "--set",
+        "scheduler=cosine",
+        "--set",
+        "warmup_epochs=1",
+        "--set",
+        "hflip=0.5",
+        "--set",
+        "joint_dropout=0.2",
         "--seed",
         "3",
         "--no-progress",
@@ -257,8 +257,8 @@ def test_resume_after_sigkill_is_bit_identical(toy_cache_path, tmp_path):
         "1",
         "--heads",
         "2",
-        "--dropout",
-        "0.2",
+        "--set",
+        "dropout=0.2",
     ]
     reference = tmp_path / "reference"
     assert star("train", *common, "--out", reference, "--workers", 2).exit_code == 0
@@ -331,12 +331,12 @@ def test_user_errors_are_one_line(toy_cache_path, tmp_path):
     base = ["train", "--out", tmp_path / "run", "--workers", 0, "--no-progress"]
     _one_line_error(star(*base, "--from-cache", tmp_path / "missing.zarr"), "No feature cache at")
     _one_line_error(star(*base, "--from-cache", toy_cache_path, "--resume"), "--resume: no checkpoint")
-    _one_line_error(star(*base, "--from-cache", toy_cache_path, "--optimizer", "adam"), "unknown optimizer 'adam'")
-    _one_line_error(star(*base, "--from-cache", toy_cache_path, "--scheduler", "step"), "unknown scheduler 'step'")
+    _one_line_error(star(*base, "--from-cache", toy_cache_path, "--set", "optimizer=adam"), "unknown optimizer 'adam'")
+    _one_line_error(star(*base, "--from-cache", toy_cache_path, "--set", "scheduler=step"), "unknown scheduler 'step'")
     bad = tmp_path / "bad.toml"
     bad.write_text("epochs = [")
     _one_line_error(star(*base, "--from-cache", toy_cache_path, "--config", bad), "is not valid TOML")
-    _one_line_error(star(*base, "--from-cache", toy_cache_path, "--train-split", "val"), "no split 'val'")
+    _one_line_error(star(*base, "--from-cache", toy_cache_path, "--set", "train_split=val"), "no split 'val'")
 
     # Train rows all pending (extraction not run yet): nothing to train on.
     pending = write_toy_cache(tmp_path / "pending.zarr", n=8, pending=tuple(range(8)))
@@ -403,13 +403,13 @@ def test_end_to_end_fine_tune_on_cpu(video_cache, tmp_path):
         "--end-to-end",
         "--init",
         cache_run / "last.pt",
-        "--unfreeze-from",
-        "layer4",
-        "--activation-checkpointing",
+        "--set",
+        "unfreeze_from=layer4",
+        "--set", "activation_checkpointing=true",
         "--lr",
         1e-2,
-        "--optimizer",
-        "adamw",
+        "--set",
+        "optimizer=adamw",
     )
     assert result.exit_code == 0, result.output
     state = torch.load(e2e / "last.pt", weights_only=True)

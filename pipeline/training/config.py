@@ -35,29 +35,6 @@ SCHEDULERS = ("none", "cosine")
 RESUMABLE_CHANGES = {"epochs", "workers", "device", "cache", "out"}  # may differ on --resume
 
 
-# Named override sets (rule 4: a small local dict, unknown names are an error).
-PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's §4.1 recipe: the dataclass defaults themselves.
-    "paper": {},
-    # Tens to hundreds of clips from scratch on a CPU: AdamW with warm-up and cosine decay fits in tens of
-    # epochs where SGD at 2e-4 needs hundreds; light regularisation against overfitting so few clips.
-    # The model width is left to [model] / --dim: narrow models (dim 64-128) are what a CPU can train.
-    "small": {
-        "optimizer": "adamw",
-        "lr": 1e-3,
-        "weight_decay": 0.05,
-        "scheduler": "cosine",
-        "warmup_epochs": 2.0,
-        "epochs": 60,
-        "batch_size": 16,
-        "label_smoothing": 0.1,
-        "grad_clip": 1.0,
-        "joint_dropout": 0.1,
-        "preload": True,
-    },
-}
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run; defaults are the paper's §4.1 recipe."""
@@ -110,7 +87,12 @@ class TrainConfig:
     activation_checkpointing: bool = False  # recompute backbone stages in backward to save memory
 
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # the recipes shipped with STAR, one TOML file each
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"  # the recipes shipped with STAR, one TOML file each
+
+
+def recipe_names() -> list[str]:
+    """The recipes of configs/, by name (`paper`, `small`, `literal`, ...)."""
+    return sorted(path.stem for path in CONFIGS.glob("*.toml"))
 
 
 def config_path(name: str | os.PathLike) -> Path:
@@ -146,21 +128,54 @@ def resolve_config(
     preset: str | None = None,
     base: dict[str, Any] | None = None,
 ) -> TrainConfig:
-    """Layer defaults (or `base`) < preset < config file < overrides (CLI options; None values are ignored)."""
+    """Layer defaults (or `base`) < preset < config file < overrides (CLI options; None values are ignored).
+
+    A preset is a recipe of configs/ by name; a config file may name its preset (`preset = "small"`), one level
+    only: a recipe names none.
+    """
     file_values = load_config_file(config_file) if config_file else {}
-    file_preset = file_values.pop("preset", None)  # a config file may name its preset
-    preset = preset or file_preset or "paper"
-    if preset not in PRESETS:
-        raise StarError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    preset = preset or file_values.pop("preset", None)
+    preset_values = _preset_values(preset) if preset else {}
     overrides = {key: value for key, value in overrides.items() if value is not None}
     merged: dict[str, Any] = {}
-    for layer in (base or {}, PRESETS[preset], file_values, overrides):
+    for layer in (base or {}, preset_values, file_values, overrides):
         for key, value in layer.items():
             if key == "model" and isinstance(value, dict):
                 merged["model"] = {**merged.get("model", {}), **value}
             else:
                 merged[key] = value
     return config_from_dict(merged, source=str(config_file) if config_file else "options")
+
+
+def _preset_values(name: str) -> dict[str, Any]:
+    if name not in recipe_names():
+        raise StarError(f"unknown preset {name!r}: choose one of {', '.join(recipe_names())} (the recipes of configs/)")
+    values = load_config_file(CONFIGS / f"{name}.toml")
+    if "preset" in values:
+        raise StarError(f"the recipe {name} names a preset itself: recipes are one level, write its values out")
+    return values
+
+
+def parse_settings(settings: list[str]) -> dict[str, Any]:
+    """`KEY=VALUE` pairs (`--set`) as overrides: VALUE is read as TOML (`0.5`, `true`, `["joint", "bone"]`) or
+    else taken as a string. KEY is a TrainConfig field, else a ModelConfig one (`model.KEY` says so explicitly:
+    `init` and `frames` are both)."""
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    overrides: dict[str, Any] = {}
+    for setting in settings:
+        key, sep, text = setting.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise StarError(f"--set {setting!r}: write KEY=VALUE, e.g. --set weight_decay=0.05 or --set model.dim=64")
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        if key.startswith("model.") or key not in train_fields:
+            overrides.setdefault("model", {})[key.removeprefix("model.")] = value
+        else:
+            overrides[key] = value
+    return overrides
 
 
 def config_from_dict(values: dict[str, Any], *, source: str = "config") -> TrainConfig:

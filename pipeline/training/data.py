@@ -48,7 +48,7 @@ def check_preload_fits(cache: FeatureCache, *, rows: int) -> None:
     if needed > physical // 2:
         raise StarError(
             f"preloading {rows} cached samples needs {needed / 2**20:,.0f} MiB, more than half of this machine's "
-            f"{physical / 2**20:,.0f} MiB: train with --no-preload to read them from the cache each epoch"
+            f"{physical / 2**20:,.0f} MiB: train with --set preload=false to read them from the cache each epoch"
         )
 
 
