@@ -1,6 +1,6 @@
-"""`star demo`: the whole system on a generated dataset in one command, stage by stage with progress bars.
+"""`star demo`: the whole system on a generated dataset in one Prefect flow run, stage by stage with progress bars.
 
-Stages, each with a progress bar, all in `DemoConfig.workdir` (default ./star-demo):
+Stages, each a task of the flow with a progress bar, all in `DemoConfig.workdir` (default ./star-demo):
 
     dataset   `pipeline.sources.synthetic.generate_ntu_dataset`: NTU RGB+D-format videos and .skeleton files
     extract   the real Prefect flow `flows.extract.run_extract` on Prefect's embedded temporary server: index,
@@ -33,7 +33,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
 from pipeline.core.errors import StarError
+from pipeline.core.progress import progress_bar
 from pipeline.demo import (
     BENCHMARK,
     DATASET,
@@ -60,26 +64,8 @@ class _Stages:
 
     @contextmanager
     def bar(self, name: str, *, total: float | None, unit: str) -> Iterator[Any]:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        progress = Progress(
-            TextColumn(f"{name:<9}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn(unit),
-            TextColumn("{task.fields[note]}"),
-            TimeElapsedColumn(),
-            console=self.console,
-        )
-        task = progress.add_task(name, total=total, note="")
-        with progress:
-            yield lambda **update: progress.update(task, **update)
+        with progress_bar(f"{name:<9}", total=total, unit=unit, console=self.console, elapsed=True) as update:
+            yield update
 
     def done(self, name: str, summary: str, started: float, *, reused: bool = False) -> None:
         self.results.append(
@@ -87,6 +73,7 @@ class _Stages:
         )
 
 
+@task(name="dataset", cache_policy=NO_CACHE)
 def _dataset_stage(cfg: DemoConfig, stages: _Stages) -> list[str]:
     """Generate the NTU-format dataset once per generation settings; a marker file says it is complete."""
     from pipeline.sources.synthetic import generate_ntu_dataset
@@ -194,6 +181,7 @@ def _completed_epochs(run_dir: Path) -> int:
     return int(read_checkpoint(last)["epoch"]) + 1 if last.is_file() else 0
 
 
+@task(name="train", cache_policy=NO_CACHE)
 def _train_stage(cfg: DemoConfig, stages: _Stages, *, attention: tuple[str, str], label: str) -> Path:
     """Train (or reuse, or resume) one model; returns its run directory."""
     from pipeline.training.config import resolve_config
@@ -250,6 +238,7 @@ def _update_from_log(metrics: Path, update) -> None:
     update(completed=len(lines), note=note)
 
 
+@task(name="evaluate", cache_policy=NO_CACHE)
 def _evaluate_stage(cfg: DemoConfig, stages: _Stages, run_dir: Path, *, out_dir: Path, name: str):
     from pipeline.inference.evaluate import evaluate_checkpoint
 
@@ -274,6 +263,7 @@ def _evaluate_stage(cfg: DemoConfig, stages: _Stages, run_dir: Path, *, out_dir:
     return result
 
 
+@task(name="explain", cache_policy=NO_CACHE)
 def _explain_stage(cfg: DemoConfig, stages: _Stages, run_dir: Path, fattn_dir: Path | None):
     from pipeline.inference.explain import explain
 
@@ -301,6 +291,7 @@ def _explain_stage(cfg: DemoConfig, stages: _Stages, run_dir: Path, fattn_dir: P
     return explanation, sample_id, true_class
 
 
+@task(name="report", cache_policy=NO_CACHE)
 def _report_stage(
     cfg: DemoConfig,
     stages: _Stages,
@@ -376,8 +367,10 @@ def _report_stage(
     return path, payload
 
 
+@flow(name="star-demo", validate_parameters=False, log_prints=False)
 def run_demo(cfg: DemoConfig, *, console=None) -> DemoResult:
-    """All stages; returns where the report is, the held-out metrics and the stage timings."""
+    """The demo flow: every stage a task (extraction the extract flow, as a subflow); returns where the report is,
+    the held-out metrics and the stage timings."""
     import torch
     from rich.console import Console
 

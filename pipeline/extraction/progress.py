@@ -5,18 +5,13 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import ExitStack
 
 import numpy as np
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-)
 
 from pipeline.core.errors import StarError
+from pipeline.core.progress import progress_bar
 from pipeline.extraction.cache_layout import SampleStatus
 from pipeline.extraction.store import FeatureCache
 
@@ -25,25 +20,16 @@ class CacheProgress:
     """`with CacheProgress(out): run()` shows clips done, clips/s, ETA and failures so far."""
 
     def __init__(self, out: str, *, console: Console | None = None, interval: float = 1.0) -> None:
-        self.out, self.interval = out, interval
+        self.out, self.interval, self.console = out, interval, console
         self._stop = threading.Event()
-        self._progress = Progress(
-            TextColumn("extract"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]} clips/s"),
-            TextColumn("failed {task.fields[failed]}"),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
-        )
-        self._task = self._progress.add_task("extract", total=None, rate="-", failed=0)
         self._thread = threading.Thread(target=self._poll, name="star-progress", daemon=True)
+        self._bar = ExitStack()
         self._baseline: int | None = None
         self._started = time.perf_counter()
 
     def __enter__(self) -> CacheProgress:
-        self._progress.start()
+        self._update = self._bar.enter_context(progress_bar("extract", console=self.console or Console()))
+        self._update(note="- clips/s  failed 0")
         self._thread.start()
         return self
 
@@ -51,7 +37,7 @@ class CacheProgress:
         self._stop.set()
         self._thread.join()
         self._refresh()
-        self._progress.stop()
+        self._bar.close()
 
     def _poll(self) -> None:
         while not self._stop.wait(self.interval):
@@ -68,4 +54,4 @@ class CacheProgress:
             self._baseline, self._started = finished, time.perf_counter()
         elapsed = time.perf_counter() - self._started
         rate = (finished - self._baseline) / elapsed if elapsed > 0 else 0.0
-        self._progress.update(self._task, total=len(status), completed=finished, rate=f"{rate:.2f}", failed=failed)
+        self._update(total=len(status), completed=finished, note=f"{rate:.2f} clips/s  failed {failed}")

@@ -4,19 +4,14 @@ per epoch on stderr (rank 0 only)."""
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-)
 from torch.utils.tensorboard import SummaryWriter
 
+from pipeline.core.progress import progress_bar
 from pipeline.training.config import TrainConfig
 
 
@@ -73,27 +68,18 @@ class ProgressBar:
     def start(self, *, description: str, total: int) -> None:
         if not self.live:
             return
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[stats]}"),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=True,
+        self._progress = ExitStack()
+        self._update = self._progress.enter_context(
+            progress_bar(description, total=total, console=self.console, transient=True)
         )
-        self._progress.start()
-        self._task = self._progress.add_task(description, total=total, stats="")
 
     def update(self, *, loss: float, acc: float, samples_per_s: float) -> None:
         if self._progress is not None:
-            self._progress.update(
-                self._task, advance=1, stats=f"loss {loss:.4f}  acc {acc:.1%}  {samples_per_s:.1f} samples/s"
-            )
+            self._update(advance=1, note=f"loss {loss:.4f}  acc {acc:.1%}  {samples_per_s:.1f} samples/s")
 
     def stop(self, line: str) -> None:
         if self._progress is not None:
-            self._progress.stop()
+            self._progress.close()
             self._progress = None
         if self.enabled:
             self.console.print(line, highlight=False, soft_wrap=True)

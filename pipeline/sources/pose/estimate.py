@@ -22,6 +22,7 @@ import numpy as np
 
 from pipeline.core.errors import StarError
 from pipeline.core.files import write_atomically
+from pipeline.core.progress import progress_bar
 from pipeline.sources.layouts import BLAZEPOSE33, JointLayout
 from pipeline.sources.pose.blazepose import NAME, BlazePose
 from pipeline.sources.pose.mapping import convert_joints, joint_recipe
@@ -147,29 +148,19 @@ def estimate_to_file(
     show_progress: bool = True,
 ) -> tuple[Path, EstimatedPose]:
     """`star pose`: estimate the pose of `video` and write it to `out` (default `<video>.pose.json` beside it)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     video = Path(video)
     out = (
         Path(out) if out is not None else video.with_name(f"{video.stem if video.is_file() else video.name}.pose.json")
     )
     _checked_output(out)  # refuse before minutes of estimation, not after
-    with Progress(
-        TextColumn("estimating poses"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not (show_progress and sys.stderr.isatty()),
-        transient=True,
-    ) as bar:
-        task = bar.add_task("frames", total=None)
+    with progress_bar(
+        "estimating poses", unit="frames", enabled=show_progress and sys.stderr.isatty(), transient=True
+    ) as update:
         pose = estimate_pose(
             video,
             layout=layout,
             persons=persons,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            progress=lambda done, total: update(completed=done, total=total),
         )
     if not pose.found:
         raise StarError(
