@@ -212,7 +212,7 @@ def extract(
     from contextlib import nullcontext
 
     from flows.extract import run_extract
-    from pipeline.extraction.progress import CacheProgress
+    from pipeline.extraction.cache_progress import CacheProgress
 
     quiet = config.skeletons_only or not progress  # skeletons take seconds
     with nullcontext() if quiet else CacheProgress(config.out):

@@ -127,7 +127,7 @@ def _extract_stage(cfg: DemoConfig, stages: _Stages):
     """The real `star extract` flow (Prefect, embedded temporary server) into the demo's cache."""
     from flows.extract import run_extract
     from pipeline.extraction.extract import ExtractConfig
-    from pipeline.extraction.progress import CacheProgress
+    from pipeline.extraction.cache_progress import CacheProgress
 
     started = time.perf_counter()
     config = ExtractConfig(

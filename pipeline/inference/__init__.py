@@ -1,0 +1,6 @@
+"""What serves results from a trained checkpoint.
+
+- `evaluate`: `star evaluate`, a checkpoint on a split of its cache; `reports`: the report files it writes.
+- `predict`: `star predict`, one video or pose file; `explain`: attention rollout (Fig. 6).
+- `plots`: training curves, per-class accuracy, frame importance and cache statistics.
+"""
