@@ -5,7 +5,8 @@ Stages, each a task of the flow with a progress bar, all in `DemoConfig.workdir`
     dataset   `pipeline.sources.synthetic.generate_ntu_dataset`: NTU RGB+D-format videos and .skeleton files
     extract   the real Prefect flow `flows.extract.run_extract` on Prefect's embedded temporary server: index,
               MC3-18 features (RANDOM weights: nothing can be downloaded here), zarr cache
-    train     the real training loop `pipeline.training.loop.train` from the cache (`small` preset + the demo's model size)
+    train     the real training loop `pipeline.training.loop.train` from the cache (`small` preset + the demo's
+              model size)
     evaluate  `pipeline.inference.evaluate.evaluate_checkpoint` on the held-out subjects (ntu120-xsub test split)
     explain   `pipeline.inference.explain.explain`: attention rollout for one held-out clip (paper Fig. 6)
     report    metrics.json, confusion matrix, training curves, per-class accuracy, frame importance, report.md
@@ -22,13 +23,17 @@ The configuration, the splits and the report's contents are `pipeline.demo`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import multiprocessing
+import os
 import shutil
 import threading
 import time
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -73,11 +78,22 @@ class _Stages:
         )
 
 
+def _generate_class(action: int, *, cfg: DemoConfig) -> list[str]:
+    from pipeline.sources.synthetic import generate_ntu_dataset
+
+    return generate_ntu_dataset(
+        cfg.dataset_dir,
+        samples_per_class=cfg.samples_per_class,
+        actions=(action,),
+        subjects=cfg.subjects,
+        frame_size=cfg.frame_size,
+        seed=cfg.seed,
+    )
+
+
 @task(name="dataset", cache_policy=NO_CACHE)
 def _dataset_stage(cfg: DemoConfig, stages: _Stages) -> list[str]:
     """Generate the NTU-format dataset once per generation settings; a marker file says it is complete."""
-    from pipeline.sources.synthetic import generate_ntu_dataset
-
     started = time.perf_counter()
     marker = cfg.dataset_dir / "demo-dataset.json"
     settings = {
@@ -102,17 +118,13 @@ def _dataset_stage(cfg: DemoConfig, stages: _Stages) -> list[str]:
     ids: list[str] = []
     total = len(cfg.actions) * cfg.samples_per_class
     with stages.bar("dataset", total=total, unit="clips") as update:
-        # One call per class: every sample has its own seeded generator, so the files equal those of one call.
-        for action in cfg.actions:
-            ids += generate_ntu_dataset(
-                cfg.dataset_dir,
-                samples_per_class=cfg.samples_per_class,
-                actions=(action,),
-                subjects=cfg.subjects,
-                frame_size=cfg.frame_size,
-                seed=cfg.seed,
-            )
-            update(completed=len(ids))
+        # One call per class, one process per core: every sample has its own seeded generator, so the files equal
+        # those of one call in one process. Rendering is Python and numpy, which threads would serialise.
+        context = multiprocessing.get_context("spawn")  # no fork of a process that runs Prefect's threads
+        with ProcessPoolExecutor(max_workers=min(os.cpu_count() or 1, len(cfg.actions)), mp_context=context) as pool:
+            for class_ids in pool.map(functools.partial(_generate_class, cfg=cfg), cfg.actions):
+                ids += class_ids
+                update(completed=len(ids))
     marker.write_text(json.dumps({"settings": settings, "sample_ids": ids}, indent=1) + "\n")
     train, held_out = split_subjects(ids)
     stages.done(
@@ -126,8 +138,8 @@ def _dataset_stage(cfg: DemoConfig, stages: _Stages) -> list[str]:
 def _extract_stage(cfg: DemoConfig, stages: _Stages):
     """The real `star extract` flow (Prefect, embedded temporary server) into the demo's cache."""
     from flows.extract import run_extract
-    from pipeline.extraction.extract import ExtractConfig
     from pipeline.extraction.cache_progress import CacheProgress
+    from pipeline.extraction.extract import ExtractConfig
 
     started = time.perf_counter()
     config = ExtractConfig(

@@ -18,10 +18,13 @@ from pipeline.training.config import OPTIMIZERS, SCHEDULERS, TrainConfig
 
 def build_optimizer(*, param_groups: list[dict[str, Any]], cfg: TrainConfig) -> torch.optim.Optimizer:
     """SGD with momentum (paper) or AdamW; each group may carry its own "lr"."""
+    # foreach: one kernel per step over all parameters, not one per tensor (torch picks it by itself only on CUDA)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            param_groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True
+        )
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
     raise StarError(f"unknown optimizer {cfg.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
 
 
