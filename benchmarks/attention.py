@@ -103,7 +103,7 @@ def measure(
             order = list(modules) if rep % 2 else list(reversed(modules))
             for name in order:
                 count = calls.get((name, mode), 1)
-                elapsed = _timed(lambda: [fn(name) for _ in range(count)], device) / count
+                elapsed = _timed(lambda fn=fn, name=name, count=count: [fn(name) for _ in range(count)], device) / count
                 if rep == 0:
                     calls[(name, mode)] = max(1, math.ceil(MIN_TIMING / elapsed))
                 else:
@@ -130,7 +130,7 @@ class _Product(torch.nn.Module):
 def ratio(times: dict[tuple[str, str], list[float]], name: str, mode: str) -> float:
     """Median over repetitions of (time / FAttn time in the same repetition); products against FAttn's product."""
     reference = "FAttn product" if name.endswith("product") else "FAttn"
-    return statistics.median(t / f for t, f in zip(times[(name, mode)], times[(reference, mode)]))
+    return statistics.median(t / f for t, f in zip(times[(name, mode)], times[(reference, mode)], strict=True))
 
 
 def run_scale(scale: Scale, *, dim: int, heads: int, reps: int, device: torch.device) -> None:

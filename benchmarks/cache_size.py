@@ -2,8 +2,8 @@
 
 Feeds real MC3-18 maps (torchvision architecture, random weights, eval mode) of synthetic-looking clips (a textured
 background, two moving stick figures, sensor noise; rendered at 320x240 and resized to S x S by
-`pipeline.sources.geometry`) plus their joint heatmaps into a real `FeatureCache` twice, and reports bytes per clip on disk,
-the 8-bit relative error ||x - deq(q(x))|| / ||x|| per array, and write/read milliseconds per clip.
+`pipeline.sources.geometry`) plus their joint heatmaps into a real `FeatureCache` twice, and reports bytes per clip on
+disk, the 8-bit relative error ||x - deq(q(x))|| / ||x|| per array, and write/read milliseconds per clip.
 
 Caveat: Kinetics-400 weights give sparser layer3/layer4 maps than random weights (more exact zeros after ReLU), so
 real caches compress better than measured here; these are upper bounds for the same shapes.

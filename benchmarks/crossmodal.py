@@ -11,7 +11,7 @@ T = 8, random-weight MC3-18) with two kinds of classes, generated together:
 One model per (modality, seed) learns all classes with the demo's training recipe but 150 epochs instead of 40: `rgb`
 (GG and class tokens: the frames only), `pose` (JM tokens from joint positions only: the skeleton only) and `both`
 (STAR). The object evidence is learned late: on the three appearance classes alone, `both` stays at chance for
-about 50 epochs and then climbs (measured: 33 % held-out after 40 epochs, 82 % after 150). Figures:
+about 50 epochs and then climbs (docs/design.md, "What each input brings"). Figures:
 held-out top-1 of the final epoch on the test subjects' clips of (a) the motion-only classes, (b) the
 appearance-only classes, (c) all classes; mean ± standard deviation over the seeds. Then `star explain` on a
 held-out drink-water clip with the seed-0 `both` model: the rollout's share on the grid vs the joint tokens, and
@@ -151,9 +151,10 @@ def figures(results: list[dict[str, Any]], subsets: dict[str, list[str]]) -> dic
 def verdicts(values: dict[str, dict[str, list[float]]]) -> list[str]:
     mean = {m: {k: statistics.fmean(v) * 100 for k, v in subsets.items()} for m, subsets in values.items()}
     best_single = max(mean["rgb"]["c"], mean["pose"]["c"])
+    gain = mean["both"]["c"] - best_single
     lines = [
         f"- (c) all classes: both {mean['both']['c']:.1f} % vs the better single modality {best_single:.1f} %: "
-        f"{mean['both']['c'] - best_single:+.1f} points (target >= +10): {'met' if mean['both']['c'] - best_single >= 10 else '**not met**'}."
+        f"{gain:+.1f} points (target >= +10): {'met' if gain >= 10 else '**not met**'}."
     ]
     for key, sufficient in (("a", "pose"), ("b", "rgb")):
         gap = mean["both"][key] - mean[sufficient][key]
@@ -241,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
             )
     values = figures(results, subsets)
     table = [
-        "| model inputs | (a) motion-only classes, top-1 % | (b) appearance-only classes, top-1 % | (c) all classes, top-1 % | seconds per run |",
+        "| model inputs | (a) motion-only classes, top-1 % | (b) appearance-only classes, top-1 % "
+        "| (c) all classes, top-1 % | seconds per run |",
         "|---|---|---|---|---|",
     ]
     for modality in MODALITIES:
@@ -264,12 +266,13 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Machine: {machine_line(args.device)}.",
         "",
-        f"Data: {len(cfg.actions)} generated classes, {cfg.samples_per_class} clips per class, {len(cfg.subjects)} subjects, "
-        f"T = {cfg.frames}, {cfg.size} px person crop, random-weight MC3-18; (a) {', '.join(subsets['a'])}; (b) "
-        f"{', '.join(subsets['b'])} (one motion, a different object in the hand). One model per modality and seed learns "
-        f"all classes (the demo's recipe: `small` preset, {base['epochs']} epochs, batch {base['batch_size']}, lr "
-        f"{base['lr']:g}, dim {base['model']['dim']}, depth {base['model']['depth']}); held-out = the test subjects' clips, "
-        f"final epoch; seeds {', '.join(map(str, seeds))}; mean ± standard deviation.",
+        f"Data: {len(cfg.actions)} generated classes, {cfg.samples_per_class} clips per class, "
+        f"{len(cfg.subjects)} subjects, T = {cfg.frames}, {cfg.size} px person crop, random-weight MC3-18; "
+        f"(a) {', '.join(subsets['a'])}; (b) {', '.join(subsets['b'])} (one motion, a different object in the hand). "
+        f"One model per modality and seed learns all classes (the demo's recipe: `small` preset, {base['epochs']} "
+        f"epochs, batch {base['batch_size']}, lr {base['lr']:g}, dim {base['model']['dim']}, depth "
+        f"{base['model']['depth']}); held-out = the test subjects' clips, final epoch; "
+        f"seeds {', '.join(map(str, seeds))}; mean ± standard deviation.",
         "",
         *table,
         "",

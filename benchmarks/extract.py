@@ -182,10 +182,12 @@ def main() -> None:
         return
     for row in results["throughput"]:
         print(
-            f"size {row['size']}, T {row['frames']}, {row['clips']} clips: decode {row['decode_s_per_clip'] * 1e3:.0f} ms/clip, "
+            f"size {row['size']}, T {row['frames']}, {row['clips']} clips: "
+            f"decode {row['decode_s_per_clip'] * 1e3:.0f} ms/clip, "
             f"backbone {row['backbone_s_per_clip'] * 1e3:.0f} ms/clip -> bound {row['bound_clips_per_s']:.2f} clips/s; "
             f"pipeline {row['pipeline_clips_per_s']:.2f} clips/s; ratio {row['ratio']:.2f} (target >= 0.9; per rep "
-            f"{', '.join(f'{r:.2f}' for r in row['ratios'])}); warm-up extraction of {BATCH} clips {row['first_run_s']:.1f} s"
+            f"{', '.join(f'{r:.2f}' for r in row['ratios'])}); "
+            f"warm-up extraction of {BATCH} clips {row['first_run_s']:.1f} s"
         )
         sizes = row["bytes_per_clip"]
         print(

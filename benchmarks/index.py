@@ -35,7 +35,7 @@ def typical_skeleton_text(rng: np.random.Generator, *, frames: int, bodies: int 
             lines.append("25")
             values = offset + scale * rng.standard_normal((25, 11))
             states = np.where(rng.random(25) < 0.05, 1, 2)
-            lines.extend(" ".join(f"{v:.7g}" for v in row) + f" {s}" for row, s in zip(values, states))
+            lines.extend(" ".join(f"{v:.7g}" for v in row) + f" {s}" for row, s in zip(values, states, strict=True))
     return "\r\n".join(lines) + "\r\n"
 
 

@@ -7,7 +7,8 @@
 
 Data: the demo's generated dataset (`pipeline.demo.DemoConfig`: 12 NTU120 classes, including sitting down /
 standing up, which are exact time reverses of each other; 20 subjects, official cross-subject split), extracted
-once without Prefect (`pipeline.extraction.extract.extract`, random-weight MC3-18) into a float16 cache and an 8-bit cache.
+once without Prefect (`pipeline.extraction.extract.extract`, random-weight MC3-18) into a float16 cache and an 8-bit
+cache.
 Every run trains with the demo's recipe (`small` preset, the demo's epochs, batch, lr and model size) and changes
 one thing; the data stays fixed (dataset seed 0) and the training seed varies. Figures: held-out top-1 of the
 final epoch (last.pt) on the test subjects, which take no part in training or model selection; the same on the two
@@ -184,8 +185,8 @@ def machine_line(device: str) -> str:
 
     gpu = torch.cuda.get_device_name(0) if device != "cpu" and torch.cuda.is_available() else "no GPU used"
     return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical cores, {gpu}, torch {torch.__version__}, "
-        f"python {platform.python_version()}"
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical cores, {gpu}, "
+        f"torch {torch.__version__}, python {platform.python_version()}"
     )
 
 
@@ -293,11 +294,12 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {machine_line(args.device)}.",
         "",
         f"Data: the demo's dataset ({len(cfg.actions)} classes, {cfg.samples_per_class} clips per class, "
-        f"{len(cfg.subjects)} subjects, T = {cfg.frames}, {cfg.size} px person crop, random-weight MC3-18); held-out = the "
-        f"{clips} test-subject clips, final epoch. Training: `small` preset, {base['epochs']} epochs, batch "
-        f"{base['batch_size']}, lr {base['lr']:g}, dim {base['model']['dim']}, depth {base['model']['depth']}, heads "
-        f"{base['model']['heads']}; training seeds {', '.join(map(str, sorted({r['seed'] for r in results})))} (the "
-        "data is fixed; the last column says how many seeds each row has). Mean ± standard deviation over the seeds.",
+        f"{len(cfg.subjects)} subjects, T = {cfg.frames}, {cfg.size} px person crop, random-weight MC3-18); "
+        f"held-out = the {clips} test-subject clips, final epoch. Training: `small` preset, {base['epochs']} epochs, "
+        f"batch {base['batch_size']}, lr {base['lr']:g}, dim {base['model']['dim']}, depth {base['model']['depth']}, "
+        f"heads {base['model']['heads']}; "
+        f"training seeds {', '.join(map(str, sorted({r['seed'] for r in results})))} (the data is fixed; "
+        "the last column says how many seeds each row has). Mean ± standard deviation over the seeds.",
         "",
         *table,
         "",

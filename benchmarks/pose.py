@@ -66,7 +66,10 @@ def keypoint_rcnn_fps(video: Path, count: int) -> float:
     model = keypointrcnn_resnet50_fpn(
         weights=None, weights_backbone=None, box_score_thresh=0.0, box_detections_per_img=2
     ).eval()
-    frames = [torch.from_numpy(f).permute(2, 0, 1).float() / 255 for _, f in zip(range(count + 1), iter_frames(video))]
+    frames = [
+        torch.from_numpy(f).permute(2, 0, 1).float() / 255
+        for _, f in zip(range(count + 1), iter_frames(video), strict=False)
+    ]
     with torch.inference_mode():
         model([frames[0]])  # warm-up
         seconds = _timed(lambda: [model([frame]) for frame in frames[1:]])

@@ -22,9 +22,9 @@ inputs, median over `steps` after one warm-up step; run in a fresh process so th
 (`ru_maxrss`) belongs to this measurement alone. The model is `ModelConfig`'s default, dropout 0.1 included:
 it acts after the attention projections and in the MLPs, not on the attention probabilities
 (`attention_dropout` 0). Dropout on the probabilities makes PyTorch's CPU attention fall back from its fused
-kernel to the math path, which keeps every L x L attention matrix (L = 3984 tokens) for backward: measured
-33 s and 8.7 GB for ONE clip, and batch 4 was killed by the OOM killer at 22 GB on a 23.5 GB machine
-(`--attention-dropout 0.1 --batch 1` reproduces the one-clip figure). Target: <= 6 GB peak RSS at batch 4.
+kernel to the math path, which keeps every L x L attention matrix (L = 3984 tokens) for backward
+(`--attention-dropout 0.1 --batch 1` measures that for one clip; figures in docs/design.md).
+Target: <= 6 GB peak RSS at batch 4.
 """
 
 from __future__ import annotations
@@ -288,14 +288,16 @@ def main(argv: list[str] | None = None) -> None:
 def _format(result: dict) -> str:
     if result["part"] == "loader":
         return (
-            f"loader  T={result['frames']} {result['size']}px batch {result['batch']}, {result['workers']} workers, model {result['model']}: "
-            f"{result['samples_per_s_from_cache']:.2f} samples/s from the cache vs {result['samples_per_s_in_memory']:.2f} in memory "
-            f"-> ratio {result['ratio']:.3f} (target >= 0.9; per rep {', '.join(f'{r:.3f}' for r in result['ratios'])}); "
-            f"first batch after {result['seconds_to_first_batch']:.2f} s; {result['raw_float16_mb_per_clip']:.1f} MB float16 per clip"
+            f"loader  T={result['frames']} {result['size']}px batch {result['batch']}, {result['workers']} workers, "
+            f"model {result['model']}: {result['samples_per_s_from_cache']:.2f} samples/s from the cache vs "
+            f"{result['samples_per_s_in_memory']:.2f} in memory -> ratio {result['ratio']:.3f} (target >= 0.9; "
+            f"per rep {', '.join(f'{r:.3f}' for r in result['ratios'])}); first batch after "
+            f"{result['seconds_to_first_batch']:.2f} s; {result['raw_float16_mb_per_clip']:.1f} MB float16 per clip"
         )
     return (
-        f"step    T={result['frames']} {result['size']}px batch {result['batch']} ({result['tokens_per_clip']} tokens/clip), model {result['model']}, "
-        f"{result['threads']} threads: {result['seconds_per_step']:.2f} s per training step, peak RSS {result['peak_rss_mib']:.0f} MiB "
+        f"step    T={result['frames']} {result['size']}px batch {result['batch']} "
+        f"({result['tokens_per_clip']} tokens/clip), model {result['model']}, {result['threads']} threads: "
+        f"{result['seconds_per_step']:.2f} s per training step, peak RSS {result['peak_rss_mib']:.0f} MiB "
         f"({result['rss_before_steps_mib']:.0f} MiB before the first step)"
     )
 

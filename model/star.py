@@ -22,21 +22,21 @@ Defaults for what the paper leaves open (`ModelConfig`):
 - mlp_ratio = 4 (ViT, Vaswani et al.); dropout = 0.1 (the "pure transformer" [44] the paper follows) on the
   attention output projections, in the MLPs and in the head; attention_dropout = 0 on the attention
   probabilities, as in timm's ViT. Dropout on the probabilities sends PyTorch's CPU attention to its math
-  kernel, which keeps every L x L matrix for backward (a paper-scale step needed 22 GB); without it the fused
-  kernel keeps none (benchmarks/train.py, "step"; README has the measured cost in accuracy).
+  kernel, which keeps every L x L matrix for backward; without it the fused kernel keeps none
+  (benchmarks/train.py, "step"; the cost in memory and accuracy is in docs/design.md).
 - heatmap_sigma = 1.0 local cell. A local cell is 8 input pixels, so this is the usual pose-estimation
   Gaussian (sigma 2 px on a stride-4 heat map = 8 input px); neighbouring joints 2-4 cells apart at
   224 px stay mostly separate.
 - depth = 3 (Fig. 5). The head is Linear(D, D) -> GELU -> Dropout -> Linear(D, classes): the paper says
   only "MLP".
 
-Options that make STAR learn at every width, each with the paper-literal (or pre-change) setting one
-value away (README, "Making STAR learn", has the measurements):
+Options that make STAR learn at every width, each with the paper-literal setting one value away
+(docs/design.md, "Making STAR learn", has the measurements):
 - norm = "pre": pre-LN layers and a final LayerNorm before pooling; "post" is eq. (11)-(14) literally.
 - init = "fan_in": PyTorch's default Linear init, uniform in +-1/sqrt(fan_in), which keeps the signal's
   scale at any width, and a unit-scale joint slot embedding (model/tokens.py); "vit" is ViT's
   trunc-normal(0.02) for every Linear and embedding, tuned for width 768, which at width 64 shrinks the
-  signal about 6x per Linear and collapses the model (every clip gets the same features).
+  signal with every Linear and collapses the model (every clip gets the same features).
 - token_norm = True: LayerNorm on the projected GG and JM tokens (model/tokens.py).
 - temporal_embedding = True: a learned per-frame embedding for clips of `frames` frames
   (model/tokens.py); without it STAR cannot tell an action from its time reverse.
@@ -76,7 +76,7 @@ class ModelConfig:
     heads: int = 4
     mlp_ratio: float = 4.0
     dropout: float = 0.1  # residual branches: after the attention projections, in the MLPs, in the head
-    attention_dropout: float = 0.0  # on the attention probabilities (0.1 with `dropout` before this option)
+    attention_dropout: float = 0.0  # on the attention probabilities
     encoder: str = "FZ"  # Table 4: F-Z encoder, F-B decoder
     decoder: str = "FB"
     multi_class: bool = True  # Table 3

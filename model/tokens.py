@@ -11,12 +11,13 @@ Choices where the paper is silent:
   features around the joint. A joint with confidence <= 0 (missing) gives an all-zero map; otherwise the
   map is not scaled by confidence (confidence reaches the model through the position projection).
 - Joint position `pos` (eq. 3): a learned embedding per (person, joint) slot plus a projection of the
-  joint's position (and, for skeleton features, of every coordinate channel given: `joint_channels`). `joint_position="fourier"` (default) projects sin/cos features of (x/w', y/h') at
-  geometric frequencies from pi to 16 pi rad per map width (the sine position encoding of DETR and NeRF,
-  applied to continuous coordinates) and the confidence; `"linear"` projects the raw (x/w', y/h',
-  confidence). Measured: the raw coordinates vary by a few tenths across an action, so a linear
-  projection of them starts far weaker than the joint-map features and the model needs hundreds of
-  epochs to amplify it; the Fourier features are unit-scale from the first step. Features of missing
+  joint's position (and, for skeleton features, of every coordinate channel given: `joint_channels`).
+  `joint_position="fourier"` (default) projects sin/cos features of (x/w', y/h') at geometric frequencies
+  from pi to 16 pi rad per map width (the sine position encoding of DETR and NeRF, applied to continuous
+  coordinates) and the confidence; `"linear"` projects the raw (x/w', y/h', confidence). The raw coordinates
+  vary by a few tenths across an action, so a linear projection of them starts far weaker than the
+  joint-map features and the model needs hundreds of epochs to amplify it; the Fourier features are
+  unit-scale from the first step (docs/design.md, "Making STAR learn"). Features of missing
   joints are zeroed, so NaN-coded missing joints are safe. Missing joints still occupy their token slot
   (no attention mask): the paper has none, and a fixed token count keeps ZAttn/BAttn reshapes simple.
 - Joint order: N = persons * num_joints with person-major order, n = person * num_joints + joint.
@@ -151,8 +152,8 @@ class TokenAggregator(nn.Module):
             nn.init.normal_(self.joint_embed, std=1.0)
         # Rows: CLS_glob, CLS_joint, CLS_total (multi-class) or the single CLS (ablation).
         self.class_tokens = nn.Parameter(torch.zeros(3 if multi_class else 1, dim))
-        # The class tokens and the temporal embedding start small, as in ViT (a unit-scale random per-frame vector
-        # drowns the content: measured).
+        # The class tokens and the temporal embedding start small, as in ViT: a unit-scale random per-frame vector
+        # drowns the content (docs/design.md, "Making STAR learn").
         for embedding in (self.class_tokens, self.frame_embed):
             if embedding is not None:
                 nn.init.trunc_normal_(embedding, std=0.02)

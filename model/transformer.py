@@ -12,7 +12,7 @@ per token, eq. (13) is then exactly LN(STA(z_bar) + z_bar).
 
 `norm="pre"` (the default) is the same layer with pre-LN residuals, as in ViT and GPT-2:
     z = z + FAttn(LN(z));  z = z + STA(LN(z));  z = z + MLP(LN(z))
-and the model adds one final LayerNorm before pooling. Deviation, measured (README, "Making STAR learn"):
+and the model adds one final LayerNorm before pooling. Deviation (docs/design.md, "Making STAR learn"):
 with ViT's small init, narrow post-LN models (dim 64) normalise the small differences between clips away
 and do not learn at all; with the fan-in init they learn, but with a lower mean and a larger spread over
 seeds than pre-LN, which keeps an identity path through every layer.

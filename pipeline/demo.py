@@ -28,7 +28,7 @@ RANDOM_WEIGHTS_WARNING = "MC3_18Backbone uses RANDOM weights"
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Everything the demo does; the defaults fit 2 CPU cores in under 5 minutes and reach >= 95% held-out top-1."""
+    """Everything the demo does; the defaults suit a 2-core CPU (time and accuracy: README, "The two commands")."""
 
     workdir: Path = Path("star-demo")
     # dataset
@@ -37,7 +37,7 @@ class DemoConfig:
     # model that sees frame order can separate.
     actions: tuple[int, ...] = SYNTHETIC_ACTIONS + tuple(action for pair in TIME_REVERSED_PAIRS for action in pair)
     # NTU120 cross-subject: 1, 2, 4, 5, 8, 9, 13-19 train, 3, 6, 7, 10-12, 20 held out. Thirteen training subjects:
-    # generalising to unseen bodies and clothes needs many (with 10 of them, one seed fell to 94 % held-out).
+    # generalising to unseen bodies and clothes needs many (docs/design.md, "Figures behind the code").
     subjects: tuple[int, ...] = tuple(range(1, 21))
     frame_size: tuple[int, int] = (320, 180)  # (width, height) of the generated videos
     seed: int = 0
@@ -60,7 +60,8 @@ class DemoConfig:
     def check(self) -> None:
         if self.samples_per_class < 2:
             raise StarError(
-                f"--samples-per-class must be >= 2 so that training and held-out subjects both get clips, got {self.samples_per_class}"
+                "--samples-per-class must be >= 2 so that training and held-out subjects both get clips, "
+                f"got {self.samples_per_class}"
             )
         if len(self.actions) < 2:
             raise StarError("the demo needs at least two classes")
@@ -207,7 +208,7 @@ def held_out_clip(cfg: DemoConfig) -> tuple[str, Path, Path, str]:
     if not held_out.size:
         raise StarError(f"the generated dataset has no held-out ({BENCHMARK} test) sample: use more samples per class")
     labels = np.asarray(index.labels)[held_out]
-    preferred = [row for row, label in zip(held_out, labels) if label == 27 - 1]  # A027 jump up
+    preferred = [row for row, label in zip(held_out, labels, strict=True) if label == 27 - 1]  # A027 jump up
     row = int(preferred[0] if preferred else held_out[0])
     sample_id = str(index.sample_ids[row])
     pose = cfg.dataset_dir / "nturgb+d_skeletons" / f"{sample_id}.skeleton"
@@ -288,6 +289,7 @@ def write_report(cfg: DemoConfig, payload: dict[str, Any], *, files: dict[str, s
     model = train_cfg["model"]
     clip = payload["explained_clip"]
     seconds = sum(stage["seconds"] for stage in payload["stages"])
+    subjects = payload["dataset"]["train_subjects"] + payload["dataset"]["held_out_subjects"]
     lines = [
         "# STAR demo report",
         "",
@@ -298,10 +300,11 @@ def write_report(cfg: DemoConfig, payload: dict[str, Any], *, files: dict[str, s
         "",
         f"**Held-out subjects ({BENCHMARK} test split, subjects {listed(payload['dataset']['held_out_subjects'])}; "
         f"{held['clips']} clips): "
-        f"top-1 {held['top1']:.1%}, top-5 {held['top5']:.1%}, mean per-class accuracy {held['mean_class_accuracy']:.1%}** "
+        f"top-1 {held['top1']:.1%}, top-5 {held['top5']:.1%}, "
+        f"mean per-class accuracy {held['mean_class_accuracy']:.1%}** "
         f"(final epoch {held['epoch'] + 1}, `last.pt`). These subjects take no part in training or model selection: "
-        f"best.pt is chosen on the validation subject(s) {listed(payload['dataset']['validation_subjects'])}, carved from "
-        "the training subjects.",
+        f"best.pt is chosen on the validation subject(s) {listed(payload['dataset']['validation_subjects'])}, "
+        "carved from the training subjects.",
         "",
     ]
     if "fattn_only" in payload:
@@ -320,10 +323,10 @@ def write_report(cfg: DemoConfig, payload: dict[str, Any], *, files: dict[str, s
         "",
         "## What ran",
         "",
-        f"1. **Dataset**: `pipeline.sources.synthetic.generate_ntu_dataset` wrote {payload['dataset']['clips']} clips of "
-        f"{payload['dataset']['classes']} NTU RGB+D 120 classes in the real NTU layout (`.avi` + `.skeleton`, "
-        f"{cfg.frame_size[0]}x{cfg.frame_size[1]} px) under `{payload['dataset']['root']}`: a rendered figure whose "
-        f"motion matches the class name, {len(payload['dataset']['train_subjects'] + payload['dataset']['held_out_subjects'])} "
+        f"1. **Dataset**: `pipeline.sources.synthetic.generate_ntu_dataset` wrote {payload['dataset']['clips']} "
+        f"clips of {payload['dataset']['classes']} NTU RGB+D 120 classes in the real NTU layout (`.avi` + "
+        f"`.skeleton`, {cfg.frame_size[0]}x{cfg.frame_size[1]} px) under `{payload['dataset']['root']}`: a rendered "
+        f"figure whose motion matches the class name, {len(subjects)} "
         "subjects (body size, proportions, clothes), 3 camera angles, 2 setups.",
         f"2. **Extraction**: the `star-extract` Prefect flow on Prefect's embedded temporary server built the HDF5 "
         f"annotation index and the zarr feature cache `{payload['extraction']['cache']}` "
@@ -331,18 +334,19 @@ def write_report(cfg: DemoConfig, payload: dict[str, Any], *, files: dict[str, s
         "**The MC3-18 backbone has RANDOM weights**: the Kinetics-400 checkpoint cannot be downloaded here, so the "
         "RGB features are those of an untrained network and most of the signal comes from the skeletons. With "
         "`mc3_18-a90a0ba3.pth` in the torch hub cache, `star extract --weights kinetics400` uses the real features.",
-        f"3. **Training**: `pipeline.training.loop` (`small` preset: AdamW, cosine schedule with warm-up, label smoothing) "
-        f"for {train_cfg['epochs']} epochs, batch {train_cfg['batch_size']}, lr {train_cfg['lr']:g}, model width "
-        f"{model['dim']}, {model['depth']} layer(s) per stage, {model['heads']} heads, encoder {model['encoder']}, "
-        f"decoder {model['decoder']}; on the training subjects {listed(payload['dataset']['train_subjects'])} minus the "
-        f"validation subject(s) {listed(payload['dataset']['validation_subjects'])}. "
+        "3. **Training**: `pipeline.training.loop` (`small` preset: AdamW, cosine schedule with warm-up, label "
+        f"smoothing) for {train_cfg['epochs']} epochs, batch {train_cfg['batch_size']}, lr {train_cfg['lr']:g}, "
+        f"model width {model['dim']}, {model['depth']} layer(s) per stage, {model['heads']} heads, "
+        f"encoder {model['encoder']}, decoder {model['decoder']}; "
+        f"on the training subjects {listed(payload['dataset']['train_subjects'])} minus the validation subject(s) "
+        f"{listed(payload['dataset']['validation_subjects'])}. "
         f"Run directory: `{payload['training']['run_dir']}`.",
         "",
         "![training curves](training_curves.png)",
         "",
         "4. **Evaluation** of `last.pt` on the held-out subjects: `report.json`, `confusion.csv`, `per_class.csv`.",
-        f"5. **Explanation** (paper §4.3, Fig. 6): attention rollout over the {len(clip['frame_indices'])} input frames of "
-        f"the held-out clip `{clip['sample_id']}` (true class: {clip['true_class']}).",
+        f"5. **Explanation** (paper §4.3, Fig. 6): attention rollout over the {len(clip['frame_indices'])} input "
+        f"frames of the held-out clip `{clip['sample_id']}` (true class: {clip['true_class']}).",
         "",
         "![frame importance](frame_importance.png)",
         "",
@@ -358,9 +362,9 @@ def write_report(cfg: DemoConfig, payload: dict[str, Any], *, files: dict[str, s
     lines += [f"| {stage['name']} | {stage['summary']} | {stage['seconds']:.1f} |" for stage in payload["stages"]]
     lines += [
         "",
-        "Re-running `star demo` reuses the dataset, the index and the cache (the flow runs and finds nothing to do) and "
-        "a training run whose `last.pt` holds the final epoch (a stopped run is resumed); evaluation, explanation and "
-        "this report are redone.",
+        "Re-running `star demo` reuses the dataset, the index and the cache (the flow runs and finds nothing to do) "
+        "and a training run whose `last.pt` holds the final epoch (a stopped run is resumed); evaluation, explanation "
+        "and this report are redone.",
         "",
         "## Files",
         "",

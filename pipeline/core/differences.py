@@ -38,5 +38,6 @@ def describe_differences(
         if max(map(len, shown)) > limit:  # class-name lists and the like: the key says enough
             parts.append(f"{key}: not the same")
         else:
-            parts.append(f"{key}: " + " vs ".join(f"{name} {value}".strip() for name, value in zip(names, shown)))
+            sides = (f"{name} {value}".strip() for name, value in zip(names, shown, strict=True))
+            parts.append(f"{key}: " + " vs ".join(sides))
     return "; ".join(parts)

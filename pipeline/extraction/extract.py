@@ -368,7 +368,7 @@ class UnitExtractor:
         decoding = [self._decoder.submit(self._load, row) for row in rows]
         results: dict[int, dict | str] = {}
         batch: list[tuple[int, Clip]] = []
-        for row, future in zip(rows, decoding):
+        for row, future in zip(rows, decoding, strict=True):
             clip = future.result()  # a Clip, or the reason it failed
             if isinstance(clip, str):
                 results[row] = clip

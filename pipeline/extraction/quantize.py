@@ -2,7 +2,7 @@
 
 MC3-18 maps are ReLU outputs (>= 0) and heatmaps lie in [0, 1], so each
 (sample, frame, channel) map is stored as uint8 = round(x / s) with s = max(x) / 255; the error per value is at most
-s / 2. Measured size and error: benchmarks/cache_size.py.
+s / 2. Size and error: benchmarks/cache_size.py.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ they were annotated: frame sampling, normalisation and augmentation happen at tr
 A failed sample (its reason from the annotation index) has no frames and `done` False; it stays in the
 cache so that `star evaluate` can say how many clips of a split it scored. The whole store is written by one
 process into a temporary folder beside `path` and renamed into place, so a killed run leaves the previous
-cache (or none), never half of one; all of Penn Action is a few megabytes and a second. A re-run whose index
+cache (or none), never half of one; all of Penn Action is a few megabytes. A re-run whose index
 rows are unchanged writes nothing. Local paths only: the store is small, so remote training copies it.
 """
 

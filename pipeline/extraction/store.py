@@ -426,7 +426,7 @@ class FeatureCache:
         spans = sync(_gather([self._array(name).async_array.getitem(slice(start, stop)) for name in names]))
         at = order - start
         in_span_order = len(at) == stop - start and bool(np.all(at == np.arange(len(at))))
-        read = {name: span if in_span_order else span[at] for name, span in zip(names, spans)}
+        read = {name: span if in_span_order else span[at] for name, span in zip(names, spans, strict=True)}
         not_done = np.flatnonzero(read["status"] != SampleStatus.DONE)
         if not_done.size:
             row = int(order[not_done[0]])

@@ -61,6 +61,7 @@ def backbone_from_fingerprint(
         )
     if weights_id(weights) != stored:
         raise StarError(
-            f"--weights {weights} is not the backbone weights file of the cache ({stored}): pass the file used by `star extract`"
+            f"--weights {weights} is not the backbone weights file of the cache ({stored}): "
+            "pass the file used by `star extract`"
         )
     return load_backbone(weights, trainable=trainable)

@@ -63,7 +63,8 @@ def evaluate_checkpoint(
     rows = done_rows(store, split_name=split_name)
     if not rows.size:
         raise StarError(
-            f"the cache {meta.path} has no extracted (done) samples in split {split_name!r}: run `star extract` to fill it"
+            f"the cache {meta.path} has no extracted (done) samples in split {split_name!r}: "
+            "run `star extract` to fill it"
         )
     end_to_end = state.get("stage") == "end_to_end"
     test_clips = int(state["config"].get("test_clips", 1))
@@ -106,9 +107,10 @@ def format_evaluation(result: EvaluationResult) -> str:
     meta = result.meta
     samplings = f", {meta['test_clips']} samplings per clip" if meta.get("test_clips", 1) > 1 else ""
     lines = [
-        f"{meta['checkpoint']} on {meta['split']}: scored {report.num_samples}/{meta['clips_in_split']} clips of the split "
-        f"({len(report.per_class)} classes present; model inputs: {meta['modality']}{samplings})",
-        f"  top-1 {report.top1:.2%}   top-5 {report.top5:.2%}   mean per-class accuracy {report.mean_class_accuracy:.2%}   loss {report.loss:.4f}",
+        f"{meta['checkpoint']} on {meta['split']}: scored {report.num_samples}/{meta['clips_in_split']} clips of the "
+        f"split ({len(report.per_class)} classes present; model inputs: {meta['modality']}{samplings})",
+        f"  top-1 {report.top1:.2%}   top-5 {report.top5:.2%}   "
+        f"mean per-class accuracy {report.mean_class_accuracy:.2%}   loss {report.loss:.4f}",
         f"  {'class':<40} {'support':>7} {'accuracy':>9} {'precision':>9}",
     ]
     lines += [

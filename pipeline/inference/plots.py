@@ -1,6 +1,7 @@
 """Pictures of a STAR run, drawn with matplotlib's Agg backend.
 
-- `plot_training_curves`: loss and accuracy per epoch from a run's `metrics.jsonl` (written by `pipeline/training/log.py`).
+- `plot_training_curves`: loss and accuracy per epoch from a run's `metrics.jsonl` (written by
+  `pipeline/training/log.py`).
 - `plot_per_class_accuracy`: per-class accuracy (recall) bars of an evaluation report, worst class first.
 - `plot_frame_importance`: the paper's Fig. 6 — the sampled frames with their skeletons drawn, and under them the
   relative frame importance (attention rollout, §4.3) of one or more models as bar charts aligned with the frames
@@ -169,7 +170,7 @@ def plot_per_class_accuracy(*, rows: Sequence[Any], out: str | os.PathLike, titl
     accuracy = np.array([100 * row.accuracy for row in ordered])
     colours = plt.get_cmap("RdYlGn")(np.clip(accuracy / 100, 0, 1) * 0.8 + 0.1)
     ax.barh(positions, accuracy, color=colours, edgecolor="black", linewidth=0.4)
-    for y, row in zip(positions, ordered):
+    for y, row in zip(positions, ordered, strict=True):
         ax.text(
             min(100 * row.accuracy, 100) + 1,
             y,

@@ -20,7 +20,7 @@ def write_confusion_csv(report: ClassificationReport, path: str | os.PathLike) -
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["true \\ predicted", *report.confusion_columns])
-        for name, row in zip(report.confusion_rows, report.confusion):
+        for name, row in zip(report.confusion_rows, report.confusion, strict=True):
             writer.writerow([name, *row])
     return path
 
@@ -73,7 +73,8 @@ def write_confusion_png(report: ClassificationReport, path: str | os.PathLike, *
                     )
     ax.set_title(
         title
-        or f"top-1 {report.top1:.1%}, top-5 {report.top5:.1%}, mean class acc. {report.mean_class_accuracy:.1%} (n={report.num_samples})"
+        or f"top-1 {report.top1:.1%}, top-5 {report.top5:.1%}, mean class acc. {report.mean_class_accuracy:.1%} "
+        f"(n={report.num_samples})"
     )
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
     fig.tight_layout()

@@ -2,9 +2,9 @@
 
 `probe_video` reads the container header only, never frames: frame count, fps and size. For AVI
 (every NTU video) it reads the RIFF headers itself: `avih` / `strh` / `strf` (and OpenDML `dmlh` when
-present) hold exactly what `cv2.CAP_PROP_FRAME_COUNT/FPS/FRAME_WIDTH/FRAME_HEIGHT` report, in about
-0.1 ms instead of the ~10 ms OpenCV spends opening an H.264 decoder; that is 20 minutes saved on
-NTU120's 114,480 videos. It also catches a file cut short (RIFF size larger than the file), which
+present) hold exactly what `cv2.CAP_PROP_FRAME_COUNT/FPS/FRAME_WIDTH/FRAME_HEIGHT` report, without
+opening an H.264 decoder as OpenCV does, which adds up over NTU120's 114,480 videos (figures:
+docs/design.md, "Figures behind the code"). It also catches a file cut short (RIFF size larger than the file), which
 OpenCV's header values do not show. Other containers, or an AVI without those headers, go to OpenCV.
 
 `read_frames` decodes sequentially: `grab()` every frame up to the last one wanted and `retrieve()`

@@ -49,7 +49,8 @@ def flip_maps(sample: dict[str, Any], *, flip_permutation: np.ndarray) -> dict[s
     persons, num_joints = joints.shape[1], joints.shape[2]
     if channels != persons * num_joints or len(flip_permutation) != num_joints:
         raise StarError(
-            f"cannot flip: {channels} heatmaps for {persons}x{num_joints} joints and a {len(flip_permutation)}-joint layout"
+            f"cannot flip: {channels} heatmaps for {persons}x{num_joints} joints "
+            f"and a {len(flip_permutation)}-joint layout"
         )
     flipped = dict(sample)
     flipped["local"] = sample["local"][..., ::-1]

@@ -248,7 +248,8 @@ def validate_config(cfg: TrainConfig) -> None:
         raise StarError(f"unknown scheduler {cfg.scheduler!r}: choose one of {', '.join(SCHEDULERS)}")
     if cfg.unfreeze_from not in BACKBONE_STAGES:
         raise StarError(
-            f"unknown backbone stage {cfg.unfreeze_from!r} for unfreeze_from: choose one of {', '.join(BACKBONE_STAGES)}"
+            f"unknown backbone stage {cfg.unfreeze_from!r} for unfreeze_from: "
+            f"choose one of {', '.join(BACKBONE_STAGES)}"
         )
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise StarError(f"unknown device {cfg.device!r}: choose auto, cpu or cuda")

@@ -178,7 +178,8 @@ class VideoClips(Dataset):
         missing = [str(s) for s in sample_ids if str(s) not in row_of]
         if missing:
             raise StarError(
-                f"{len(missing)} sample(s) are not in the annotation index {index_path} (e.g. {missing[0]}): pass the index the cache was extracted from"
+                f"{len(missing)} sample(s) are not in the annotation index {index_path} (e.g. {missing[0]}): "
+                "pass the index the cache was extracted from"
             )
         self.rows = np.array([row_of[str(s)] for s in sample_ids], dtype=np.int64)
         self.labels = self.index.labels[self.rows]

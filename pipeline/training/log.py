@@ -87,8 +87,8 @@ class ProgressBar:
 
 def epoch_line(record: dict[str, Any], cfg: TrainConfig) -> str:
     line = (
-        f"epoch {record['epoch'] + 1}/{cfg.epochs}  loss {record['train.loss']:.4f}  train top-1 {record['train.top1']:.1%}  "
-        f"{record['train.samples_per_s']:.1f} samples/s"
+        f"epoch {record['epoch'] + 1}/{cfg.epochs}  loss {record['train.loss']:.4f}  "
+        f"train top-1 {record['train.top1']:.1%}  {record['train.samples_per_s']:.1f} samples/s"
     )
     if "val.top1" in record:
         line += f"  val top-1 {record['val.top1']:.1%}  top-5 {record['val.top5']:.1%}"

@@ -16,7 +16,8 @@
   activation checkpointing of the backbone stages.
 
 The configuration (dataclass, presets, files, layering) is `pipeline.training.config`; checkpoints are
-`pipeline.training.checkpoints`; processes `pipeline.training.distributed`; optimiser and schedule `pipeline.training.optimization`.
+`pipeline.training.checkpoints`; processes `pipeline.training.distributed`; optimiser and schedule
+`pipeline.training.optimization`.
 """
 
 from __future__ import annotations
@@ -206,7 +207,7 @@ def _run_epoch(run: TrainingRun, *, epoch: int, log: RunLog, bar: ProgressBar) -
 
 
 def _checkpoint_state(run: TrainingRun, *, epoch: int, rng_states: list[dict[str, Any]]) -> dict[str, Any]:
-    """Everything `--resume`, `star evaluate`, `star predict` and `star explain` read back (pipeline.training.checkpoints)."""
+    """What `--resume`, `star evaluate`, `star predict` and `star explain` read back (pipeline.training.checkpoints)."""
     state = {
         "format": CHECKPOINT_FORMAT,
         "stage": "end_to_end" if run.cfg.end_to_end else "cache",

@@ -6,7 +6,7 @@
 Deliberate choices:
 - Top-1/top-5 are computed over every logit (all classes of the dataset), but the confusion matrix, the
   per-class table and the mean per-class accuracy are restricted to the classes that actually occur in the
-  evaluated split: the generated dataset uses 10 of NTU120's 120 classes, and a 120×120 matrix of zeros
+  evaluated split: the generated dataset uses a dozen of NTU120's 120 classes, and a 120×120 matrix of zeros
   hides what matters. Predictions of a class absent from the split are kept in one extra column
   ("other classes") so that every row still sums to its support.
 - Counts are kept as one confusion matrix over all classes plus top-k hits and a loss sum; the whole state
@@ -85,7 +85,8 @@ class MetricCounter:
         """The full report, restricted to the classes present in the evaluated split."""
         if len(class_names) != self.num_classes:
             raise StarError(
-                f"{len(class_names)} class names for a {self.num_classes}-class model: the cache and checkpoint disagree"
+                f"{len(class_names)} class names for a {self.num_classes}-class model: "
+                "the cache and checkpoint disagree"
             )
         support = self.confusion.sum(axis=1)
         present = np.flatnonzero(support > 0)

@@ -65,7 +65,8 @@ def training_datasets(*, cfg: TrainConfig, meta: CacheMeta) -> tuple[Dataset, Da
         if not ids[role].size:
             hint = "; or pass --val-split '' to train without validation" if role == "val" else ""
             raise StarError(
-                f"the cache {meta.path} has no extracted (done) samples in split {name!r}: run `star extract` to fill it{hint}"
+                f"the cache {meta.path} has no extracted (done) samples in split {name!r}: "
+                f"run `star extract` to fill it{hint}"
             )
     validation = f"split {names['val']}" if "val" in names else "none"
     if cfg.val_split == VAL_FROM_TRAIN:
@@ -73,7 +74,10 @@ def training_datasets(*, cfg: TrainConfig, meta: CacheMeta) -> tuple[Dataset, Da
         labels = cache.labels[[row_of[sample_id] for sample_id in ids["train"].tolist()]]
         ids["train"], ids["val"] = carve_validation(ids["train"], fraction=cfg.val_fraction, labels=labels)
         names["val"] = train_name
-        validation = f"{len(ids['val'])} samples carved from split {train_name} ({cfg.val_fraction:g} of its performers, or of each class's samples)"
+        validation = (
+            f"{len(ids['val'])} samples carved from split {train_name} "
+            f"({cfg.val_fraction:g} of its performers, or of each class's samples)"
+        )
     augment = ClipAugment(hflip=cfg.hflip, joint_dropout=cfg.joint_dropout)
     built: dict[str, Dataset] = {}
     for role, name in names.items():
@@ -81,7 +85,8 @@ def training_datasets(*, cfg: TrainConfig, meta: CacheMeta) -> tuple[Dataset, Da
         if meta.skeletons:
             if cfg.end_to_end:
                 raise StarError(
-                    f"the cache {meta.path} holds skeletons only: end-to-end training decodes video, so it needs a feature cache"
+                    f"the cache {meta.path} holds skeletons only: end-to-end training decodes video, "
+                    "so it needs a feature cache"
                 )
             rows = np.flatnonzero(np.isin(cache.sample_ids, np.asarray(ids[role])))
             built[role] = skeleton_dataset(cache=cache, rows=rows, cfg=cfg, layout=meta.layout, train=train_role)
@@ -93,7 +98,8 @@ def training_datasets(*, cfg: TrainConfig, meta: CacheMeta) -> tuple[Dataset, Da
             )
             if not index_path.is_file():
                 raise StarError(
-                    f"end-to-end training decodes video through the annotation index, and {index_path} does not exist: pass --index"
+                    f"end-to-end training decodes video through the annotation index, and {index_path} "
+                    "does not exist: pass --index"
                 )
             built[role] = VideoClips(
                 index_path=index_path,
@@ -237,7 +243,8 @@ def set_up_run(cfg: TrainConfig, *, resume: bool) -> TrainingRun:
             init["model_config"], dataclasses.asdict(model_cfg), differing, names=("--init", "this run")
         )
         raise StarError(
-            f"--init {cfg.init} holds a model of another shape ({shapes}); pass the same [model] options it was trained with"
+            f"--init {cfg.init} holds a model of another shape ({shapes}); "
+            "pass the same [model] options it was trained with"
         )
     cfg = dataclasses.replace(cfg, model=dataclasses.asdict(model_cfg), benchmark=benchmark)
 

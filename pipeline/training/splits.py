@@ -64,7 +64,8 @@ def read_cache_meta(path: str | os.PathLike) -> CacheMeta:
     ]
     if missing:
         raise StarError(
-            f"the cache {cache.path} lacks {', '.join(missing)} in its fingerprint: it was written by an older STAR; extract it again"
+            f"the cache {cache.path} lacks {', '.join(missing)} in its fingerprint: "
+            "it was written by an older STAR; extract it again"
         )
     layout = layout_from_spec(fingerprint["layout"], where=f"joint layout of {cache.path}")
     return CacheMeta(
@@ -131,4 +132,7 @@ def carve_validation(
     else:
         count = min(max(1, round(fraction * len(unique))), len(unique) - 1)
         held = set(rng.permutation(unique)[:count].tolist())
-    return ([i for i, g in zip(ids, groups) if g not in held], [i for i, g in zip(ids, groups) if g in held])
+    return (
+        [i for i, g in zip(ids, groups, strict=True) if g not in held],
+        [i for i, g in zip(ids, groups, strict=True) if g in held],
+    )

@@ -239,7 +239,8 @@ def read_pose_file(path: Path, *, layout: JointLayout, persons: int) -> np.ndarr
     if suffix == ".npz":
         if not zipfile.is_zipfile(path):
             raise StarError(
-                f"Pose file {path} is not a .npz archive (numpy.savez writes one): empty, truncated or another kind of file."
+                f"Pose file {path} is not a .npz archive (numpy.savez writes one): "
+                "empty, truncated or another kind of file."
             )
         try:
             with np.load(path, allow_pickle=False) as data:

@@ -176,7 +176,7 @@ def parse_skeleton_bytes(data: bytes, *, source: str) -> SkeletonFile:
         token = starts[block] + first_joint + joint * JOINT_FIELDS + (COLOR_X, COLOR_Y)[field]
         raise fail(token, f"{tokens[token][:30]!r} is not a number") from None
     try:
-        # A dict lookup is 4x cheaper than parsing a float and rejects anything but 0, 1, 2.
+        # A dict lookup is cheaper than parsing a float and rejects anything but 0, 1, 2.
         confidence = np.array(list(map(CONFIDENCE_OF_STATE.__getitem__, states)), np.float32)
     except KeyError:
         bad = next(i for i, t in enumerate(states) if t not in CONFIDENCE_OF_STATE)

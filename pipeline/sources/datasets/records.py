@@ -206,9 +206,10 @@ def assemble_record(
     problems = list(problems)
     if skeleton is None:
         skeleton = empty_skeleton(persons, layout.num_joints)
-    elif not any(p[0] in (MISSING_SKELETON, MALFORMED_SKELETON, EMPTY_SKELETON) for p in problems):
-        if skeleton.shape[0] == 0 or not (skeleton[..., 2] > 0).any():
-            problems.append((EMPTY_SKELETON, f"no visible joint in any of the skeleton's {skeleton.shape[0]} frames"))
+    elif not any(p[0] in (MISSING_SKELETON, MALFORMED_SKELETON, EMPTY_SKELETON) for p in problems) and (
+        skeleton.shape[0] == 0 or not (skeleton[..., 2] > 0).any()
+    ):
+        problems.append((EMPTY_SKELETON, f"no visible joint in any of the skeleton's {skeleton.shape[0]} frames"))
     video_frames = video.frames if video is not None else 0
     width, height = (video.width, video.height) if video is not None else frame_size or (0, 0)
     in_frame = pose_in_frame(skeleton, width=width, height=height)

@@ -16,10 +16,9 @@ File layout (h5py):
 - `poses`: float32 (total frames, persons, joints, 3), every sample's skeleton back to back;
   sample i is `poses[skeleton_offset[i] : skeleton_offset[i] + skeleton_frames[i]]`. One concatenated
   dataset + offsets reads and writes as fast as one dataset per sample and keeps
-  114,480 samples from becoming 114,480 HDF5 objects. Compressed with LZF (built into h5py): measured
-  on NTU-like skeletons (one person, an empty second slot) 2.5x smaller, ~250 MB/s to write and
-  0.1 ms to read one sample (uncompressed: 0.03 ms); gzip level 1 is only 15 % smaller and 2x slower.
-  NTU120 is then about 2.3 GB instead of 5.8 GB.
+  114,480 samples from becoming 114,480 HDF5 objects. Compressed with LZF (built into h5py): much smaller
+  than uncompressed and still fast to read one sample; gzip is little smaller and slower (figures:
+  docs/design.md, "Figures behind the code").
 
 Incremental builds: each row stores a fingerprint of its sources (path, size and mtime of the video
 and annotation file; for a frame folder the folder's own mtime, which changes when frames are added

@@ -1,9 +1,9 @@
 """MediaPipe BlazePose as STAR's pose estimator: 33 landmarks per person, models shipped inside the package.
 
 Why this estimator: mediapipe 0.10.14 (the `pose` extra) carries its detector and full landmark model in the
-wheel, so nothing is downloaded at run time; it runs at 43-47 frames/s on 1080p video on 2 CPU cores (benchmarks/RESULTS.md)
-and finds the person of NTU's real 1080p clip. torchvision's Keypoint R-CNN would add no dependency but needs
-a 226 MB weights download and runs at 0.28-0.31 frames/s on the same CPU.
+wheel, so nothing is downloaded at run time; it finds the person of NTU's real 1080p clip and runs on CPU
+far faster than torchvision's Keypoint R-CNN, which would add no dependency but needs a 226 MB weights
+download (`python -m benchmarks.pose`; figures in benchmarks/RESULTS.md).
 
 BlazePose follows one person: detection on the first frame, then each frame's landmarks set the next frame's
 region. For `persons` > 1 there is one such tracker per person slot, each looking at the frame with the people
@@ -55,7 +55,7 @@ class BlazePose:
     """Callable on RGB frames of one video, in order: the people in each frame as `Detection`s (BlazePose-33).
 
     Frames go in at their own size: MediaPipe scales them to its 224/256 px model inputs itself, and shrinking
-    a 1080p frame first measured no faster (41-45 frames/s at 480-1920 px longest side). A context manager.
+    a 1080p frame first is no faster (docs/design.md, "Figures behind the code"). A context manager.
     """
 
     def __init__(self, *, persons: int, min_confidence: float = 0.5) -> None:
@@ -114,19 +114,22 @@ def _native_stderr_muted():
     sys.stderr.flush()
     saved = os.dup(2)
     python_stderr = sys.stderr
-    sys.stderr = open(saved, "w", buffering=1, closefd=False)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    os.close(devnull)
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype", category=UserWarning)
-            yield
+        with open(saved, "w", buffering=1, closefd=False) as python_side:
+            sys.stderr = python_side
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+            try:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype", category=UserWarning)
+                    yield
+            finally:
+                ctypes.CDLL(None).fflush(None)  # C stdio buffers out before stderr comes back
+                python_side.flush()
+                sys.stderr = python_stderr
+                os.dup2(saved, 2)
     finally:
-        ctypes.CDLL(None).fflush(None)  # C stdio buffers out before stderr comes back
-        sys.stderr.flush()
-        sys.stderr = python_stderr
-        os.dup2(saved, 2)
         os.close(saved)
 
 

@@ -8,9 +8,8 @@ share one motion, the right hand raised to the mouth a few times, drawn from the
 only in the object held in that hand (a red box, a yellow wedge, a cyan stick: `HeldObject`). The objects are drawn
 larger than life (a 30 cm cup) so that in the demo's 64 px person crop they cover about one local-map cell (8 px);
 in the frame they stay small (under 1 % of it). A skeleton-only model cannot separate these classes; features
-pooled at the hand joint can (a linear probe of the right hand's eq. (1) token at 64 px: 95 % held-out, against
-67 % for the global average of the layer4 map, random-weight MC3-18; at half this size: 67 % and 56 %). These are
-the classes skeleton-based models confuse most on the real NTU RGB+D.
+pooled at the hand joint can, far better than the global average of the layer4 map (a linear probe: docs/design.md,
+"What each input brings"). These are the classes skeleton-based models confuse most on the real NTU RGB+D.
 """
 
 from __future__ import annotations

@@ -117,7 +117,7 @@ def draw_people(image: np.ndarray, people: list[tuple[Body, np.ndarray, np.ndarr
         limb_depth = depth[ends].mean(1)  # (limbs,)
         widths = np.array([w for _, _, w, _ in limbs])
         thickness = np.maximum(1, np.round(widths * focal / limb_depth)).astype(int).tolist()
-        for (a, b, _, colour), z, px in zip(limbs, limb_depth.tolist(), thickness):
+        for (a, b, _, colour), z, px in zip(limbs, limb_depth.tolist(), thickness, strict=True):
             items.append((z, "line", (fixed[a], fixed[b], px, colour)))
         radius = int(round(0.11 * body.scale * focal / depth[3] * (1 << SHIFT)))
         items.append((float(depth[3]), "head", (fixed[3], radius, body.skin, body.hair)))
