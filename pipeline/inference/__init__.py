@@ -3,4 +3,6 @@
 - `evaluate`: `star evaluate`, a checkpoint on a split of its cache; `reports`: the report files it writes.
 - `predict`: `star predict`, one video or pose file; `explain`: attention rollout (Fig. 6).
 - `plots`: training curves, per-class accuracy, frame importance and cache statistics.
+- `export`: `star export`, ONNX/TorchScript with a sidecar, checked against PyTorch; `runtime`: runs an export;
+  `scorers`: a checkpoint or an export behind one `logits` call, for `star predict` and `star watch`.
 """

@@ -1,9 +1,10 @@
 """Relative frame importance of one clip by attention rollout (paper §4.3, Fig. 6): `star explain`.
 
-decode → extract → run → roll out: the clip goes through the path of `star predict` (`pipeline.extraction.extract.load_clip`
-with the checkpoint's frames, size and crop; the backbone that made the training features, rebuilt from the
-checkpoint's fingerprint; `STAR.inputs_from_video`), then `model.rollout.attention_rollout` gives T scores that sum
-to 1. The same inputs give the class probabilities, so the JSON says what the model predicted beside why.
+decode → extract → run → roll out: the clip goes through the path of `star predict`
+(`pipeline.extraction.extract.load_clip` with the checkpoint's frames, size and crop; the backbone that made the
+training features, rebuilt from the checkpoint's fingerprint; `STAR.inputs_from_video`), then
+`model.rollout.attention_rollout` gives T scores that sum to 1. The same inputs give the class probabilities, so
+the JSON says what the model predicted beside why.
 
 The rollout also says where the evidence comes from: its share on the grid (GG) tokens against the joint (JM)
 tokens, and the joints with the largest shares (for a hand-held object, the hand's joint tokens).
@@ -14,8 +15,8 @@ as in Fig. 6 (a) vs. (b)/(c). Both models must have been trained on features of 
 
 Outputs in `out_dir`: `explain.json` (scores per model, top classes, frame indices) and `frame_importance.png`
 (the frames with their skeletons drawn, and one bar chart per model). The strip shows the original frames at the
-sampled indices with the pose file's joints, zoomed to the skeletons (`pipeline.inference.plots.skeleton_box`), not the S x S
-network input, so proportions are the video's own.
+sampled indices with the pose file's joints, zoomed to the skeletons (`pipeline.inference.plots.skeleton_box`), not
+the S x S network input, so proportions are the video's own.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from pipeline.core.errors import StarError
 from pipeline.core.files import write_atomically
 from pipeline.inference.plots import ImportanceSeries, plot_frame_importance, skeleton_box
 from pipeline.inference.predict import ClassScore, clip_of_video, describe_pose
+from pipeline.inference.runtime import is_export
 from pipeline.sources.clips import ClipSpec
 from pipeline.sources.layouts import BUILTIN_LAYOUTS, JointLayout, layout_from_spec
 from pipeline.sources.video import read_frames
@@ -128,6 +130,12 @@ def explain(
     out_dir defaults to <checkpoint folder>/explain-<video name>. With `compare`, the compared checkpoint is drawn
     first (as FAttn in Fig. 6 (a)) and `checkpoint` below it.
     """
+    for path in (checkpoint, compare):
+        if path is not None and is_export(path):  # an exported graph gives logits, not the attention weights
+            raise StarError(
+                f"{path} is an export of `star export`: attention rollout needs the attention weights, so explain "
+                "stays on PyTorch; give the checkpoint it was exported from"
+            )
     states = [read_checkpoint(checkpoint)]
     if is_skeleton_checkpoint(states[0]):
         raise StarError(
@@ -159,7 +167,7 @@ def explain(
 
     models = []
     inputs = None
-    for state, path in zip(states, paths):
+    for state, path in zip(states, paths, strict=True):
         classifier = load_trained_model(state, video=True, weights=weights).to(torch_device)
         if inputs is None or state.get("stage") == "end_to_end":
             # A frozen backbone is the same for every model of this fingerprint; a fine-tuned one is the model's own.
@@ -184,7 +192,7 @@ def explain(
                 scores=[float(s) for s in scores],
                 top=[
                     ClassScore(class_id=int(i), class_name=names[int(i)], probability=float(p))
-                    for p, i in zip(values, indices)
+                    for p, i in zip(values, indices, strict=True)
                 ],
                 grid_share=float(relevance[:, grid].sum()),
                 joint_share=float(relevance[:, joint].sum()),

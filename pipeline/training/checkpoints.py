@@ -47,7 +47,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     state = load_torch_file(path, what="checkpoint", hint="use last.pt or best.pt from `star train`")
     if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
         raise StarError(
-            f"checkpoint {path} is not a STAR checkpoint (no model state or model config); use last.pt or best.pt from `star train`"
+            f"checkpoint {path} is not a STAR checkpoint (no model state or model config); "
+            "use last.pt or best.pt from `star train`"
         )
     while state.get("format") in _UPGRADES:
         state = _UPGRADES[state["format"]](state)
