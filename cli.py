@@ -65,8 +65,7 @@ def model_info(
     size: int = typer.Option(224, help="Input height = width in pixels (a multiple of 16)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Print parameter counts, token counts and attention FLOPs of a STAR model config (--set KEY=VALUE: any
-    other ModelConfig option, e.g. --set multi_class=false, --set norm=post)."""
+    """Print parameter counts, token counts and attention FLOPs of a STAR model config."""
     from model.star import format_summary  # imports torch: only when needed
     from pipeline.training.config import describe_model, parse_settings
 
@@ -104,7 +103,8 @@ _DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")]
 _ModalityOpt = Annotated[
     str,
     typer.Option(
-        help="both or rgb: backbone features (decodes the videos); pose: the full-rate skeletons only (no video, no backbone: seconds)."
+        help="both or rgb: backbone features (decodes the videos); pose: the full-rate skeletons only "
+        "(no video, no backbone: seconds)."
     ),
 ]
 
@@ -186,7 +186,8 @@ def extract(
     verbose: Annotated[bool, typer.Option(help="Show Prefect's and Dask's logs.")] = False,
     progress: Annotated[bool, typer.Option(help="Progress bar of the clips done on stderr.")] = True,
 ) -> None:
-    """Stage 1: index a dataset and cache MC3-18 features (or, with --modality pose, its skeletons) in zarr. Exit 0: all done; 3: some samples failed."""
+    """Stage 1: index a dataset and cache MC3-18 features (or, with --modality pose, its skeletons) in zarr.
+    Exit 0: all done; 3: some samples failed."""
     config = _extract_config(
         dataset,
         root,
@@ -231,7 +232,8 @@ def cache_info(
     json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     plot: Annotated[Path | None, typer.Option(help="Also draw the cache statistics into this PNG.")] = None,
 ) -> None:
-    """Samples done/failed/pending, the fingerprint, size on disk and bytes per clip (skeleton caches: counts and splits)."""
+    """Samples done/failed/pending, the fingerprint, size on disk and bytes per clip
+    (skeleton caches: counts and splits)."""
     from pipeline.extraction.skeleton_store import SkeletonCache, is_skeleton_cache
     from pipeline.extraction.store import FeatureCache
 
@@ -410,7 +412,8 @@ def evaluate(
 _PoseOpt = Annotated[
     Path | None,
     _Opt(
-        help="Its pose: NTU .skeleton, Penn Action .mat, or .npz/.json (original-frame pixels) [default: estimated from the video, as `star pose` does]."
+        help="Its pose: NTU .skeleton, Penn Action .mat, or .npz/.json (original-frame pixels) "
+        "[default: estimated from the video, as `star pose` does]."
     ),
 ]
 
@@ -443,10 +446,13 @@ def predict(
     video: Annotated[
         Path,
         typer.Argument(
-            help="A video file or a folder of frames (for a checkpoint trained on a skeleton cache, the pose file alone will do)."
+            help="A video file or a folder of frames (for a checkpoint trained on a skeleton cache, "
+            "the pose file alone will do)."
         ),
     ],
-    checkpoint: Annotated[Path, _Opt(help="A checkpoint of `star train`.")],
+    checkpoint: Annotated[
+        Path, _Opt(help="A checkpoint of `star train`, or an export of `star export --backbone` (its folder or file).")
+    ],
     pose: _PoseOpt = None,
     top: Annotated[int, _Opt(help="How many classes to print.")] = 5,
     weights: Annotated[str, _Opt(help="Backbone state-dict file, when the cache was extracted from one.")] = "",
@@ -460,7 +466,7 @@ def predict(
     typer.echo(json.dumps(prediction.to_dict(), indent=2) if json_output else prediction.format())
 
 
-# ---------------------------------------------------------------------------------------------------- explain, demo, bench
+# ------------------------------------------------------------------------------------------ explain, demo, bench
 
 
 @app.command()
@@ -476,13 +482,63 @@ def explain(
     device: Annotated[str, _Opt(help="auto, cpu or cuda[:N].")] = "auto",
     json_output: Annotated[bool, _Opt("--json", help="Print the JSON only.")] = False,
 ) -> None:
-    """Attention rollout per frame (paper Fig. 6): frame_importance.png (frames, skeletons, bars) and explain.json. For models trained on frames and maps (not on a skeleton cache)."""
+    """Attention rollout per frame (paper Fig. 6): frame_importance.png (frames, skeletons, bars) and explain.json.
+    For models trained on frames and maps (not on a skeleton cache).
+
+    Explain stays on PyTorch: the rollout needs the attention weights, which an export of `star export` does not give,
+    so --checkpoint must be the checkpoint itself."""
     from pipeline.inference.explain import explain as explain_video
 
     explanation = explain_video(
         video=video, pose=pose, checkpoint=checkpoint, compare=compare, out_dir=out, weights=weights, device=device
     )
     typer.echo(json.dumps(explanation.to_dict(), indent=2) if json_output else explanation.format())
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint of `star train` (best.pt or last.pt).")],
+    out: Annotated[Path, _Opt(help="Folder for the model file, model.json (its sidecar) and example.npz.")],
+    format: Annotated[str, _Opt("--format", help="onnx (run by onnxruntime) or torchscript.")] = "onnx",
+    backbone: Annotated[
+        bool, _Opt(help="Put the MC3-18 in front, so raw uint8 frames and pixel joints go in (what predict needs).")
+    ] = False,
+    weights: Annotated[str, _Opt(help="With --backbone: the state-dict file the cache was extracted with.")] = "",
+) -> None:
+    """Export STAR (and with --backbone its MC3-18) to ONNX or TorchScript with a dynamic batch, checked against
+    PyTorch; `star predict --checkpoint DIR` runs it."""
+    from pipeline.inference.export import export_checkpoint
+
+    typer.echo(export_checkpoint(checkpoint, out=out, format=format, backbone=backbone, weights=weights).format())
+
+
+@app.command()
+def watch(
+    source: Annotated[str, typer.Argument(help="A video file, a camera index (0) or a stream URL (rtsp://, http://).")],
+    checkpoint: Annotated[Path, _Opt(help="A checkpoint of `star train`, or an export of `star export`.")],
+    out: Annotated[Path | None, _Opt(help="Output folder (default: watch-<source name>).")] = None,
+    window: Annotated[float, _Opt(help="Seconds of video per classification (W).")] = 2.0,
+    stride: Annotated[float, _Opt(help="Seconds between classifications (S).")] = 1.0,
+    pose_every: Annotated[int, _Opt(help="Estimate the pose on every k-th frame (k), carried over between.")] = 2,
+    top: Annotated[int, _Opt(help="Classes per timeline row.")] = 3,
+    threshold: Annotated[float, _Opt(help="Smoothed score a window needs to count towards an event.")] = 0.5,
+    people: Annotated[int, _Opt(help="Persons to track; one timeline row each per window.")] = 1,
+    overlay: Annotated[bool, _Opt(help="Also write overlay.avi: skeletons, person ids, labels.")] = False,
+    reconnects: Annotated[int, _Opt(help="Live sources: reopen attempts (with back-off) after the stream fails.")] = 5,
+    live: Annotated[bool, _Opt(help="A live line of the latest label on stderr.")] = True,
+    device: Annotated[str, _Opt(help="auto, cpu or cuda[:N].")] = "auto",
+    json_output: Annotated[bool, _Opt("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Recognise actions on a video file, a camera or a stream as they happen: timeline.jsonl, events.json, overlay."""
+    from pipeline.inference.watch import WatchConfig
+    from pipeline.inference.watch import watch as watch_source
+
+    config = WatchConfig(
+        source=source, checkpoint=checkpoint, out=out, window=window, stride=stride, pose_every=pose_every,
+        top_k=top, threshold=threshold, people=people, overlay=overlay, reconnects=reconnects, device=device,
+    )  # fmt: skip
+    summary = watch_source(config, live_line=live and not json_output)
+    typer.echo(json.dumps(summary.to_dict(), indent=2) if json_output else summary.format())
 
 
 @app.command()

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.crossmodal import SECTION as CROSSMODAL_SECTION
+from benchmarks.export import SECTION as EXPORT_SECTION
 from benchmarks.learning import SECTION as LEARNING_SECTION
 from benchmarks.penn import SECTION as PENN_SECTION
 
@@ -37,8 +38,9 @@ HERE = Path(__file__).resolve().parent
 # learning.py and crossmodal.py train tens of models (an hour, and half of one, on 2 CPU cores): they run on their
 # own and write their own sections of RESULTS.md, which this runner keeps when it rewrites the file. penn.py needs
 # the Penn Action labels: it runs when `--penn PATH` names them, after the others, and writes its own section too.
-NOT_BENCHMARKS = {"__init__", "__main__", "learning", "crossmodal", "penn"}
-KEPT_SECTIONS = (LEARNING_SECTION, CROSSMODAL_SECTION, PENN_SECTION)
+# export.py compares runtimes side by side and writes its own section (`python -m benchmarks.export`).
+NOT_BENCHMARKS = {"__init__", "__main__", "learning", "crossmodal", "penn", "export"}
+KEPT_SECTIONS = (LEARNING_SECTION, CROSSMODAL_SECTION, PENN_SECTION, EXPORT_SECTION)
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ def _within(value: float, limit: float, *, at_most: bool) -> bool:
 
 
 def attention_figures(output: str) -> list[Figure]:
-    """ZAttn/BAttn time over FAttn per scale, from the table rows `name params GFLOP GFLOP fwd fwd/F fwdbwd fwdbwd/F`."""
+    """ZAttn/BAttn time over FAttn per scale, from the rows `name params GFLOP GFLOP fwd fwd/F fwdbwd fwdbwd/F`."""
     figures, scale = [], None
     for line in output.splitlines():
         header = re.match(r"\[(\w+)\]", line)
@@ -258,9 +260,11 @@ def pose_figures(output: str) -> list[Figure]:
             continue
         where = f"{result['frame_size'][0]}x{result['frame_size'][1]}"
         figures += [
-            Figure(f"pose estimation frames/s (decode + BlazePose + tracking), 1 person, {where}", f"{result['pose_fps_1_person']:.1f}"),
+            Figure(f"pose estimation frames/s (decode + BlazePose + tracking), 1 person, {where}",
+                   f"{result['pose_fps_1_person']:.1f}"),
             Figure(f"pose estimation frames/s, 2 person slots, {where}", f"{result['pose_fps_2_persons']:.1f}"),
-            Figure("pose estimation of a whole clip / its MC3-18 extraction (T 16, 224 px)", f"{result['pose_over_extract_224']:.2f}"),
+            Figure("pose estimation of a whole clip / its MC3-18 extraction (T 16, 224 px)",
+                   f"{result['pose_over_extract_224']:.2f}"),
             Figure(f"Keypoint R-CNN frames/s (random weights, 2 boxes), {where}", f"{result['keypoint_rcnn_fps']:.2f}"),
         ]  # fmt: skip
     return figures

@@ -8,5 +8,5 @@
 - `pipeline.core`: what every stage uses: the error type, file reading, progress, text, RNG state, devices.
 
 Nothing here imports Prefect (`flows/` wraps these functions) or the CLI. The map with its arrows is in
-docs/design.md; `tests/test_layers.py` keeps it true.
+docs/design.md; `tests/docs/test_layers.py` keeps it true.
 """

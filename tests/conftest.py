@@ -1,6 +1,8 @@
-"""Shared fixtures: small generated datasets in the real NTU and Penn Action layouts.
+"""Shared fixtures: small generated datasets in the real NTU and Penn Action layouts, an extracted video cache and
+a model trained on it.
 
-Session-scoped originals are generated once; tests that modify files take a copy.
+Session-scoped originals are generated once per session (per xdist worker); tests that modify files take a copy.
+Builders that tests call themselves live in tests/fixtures/.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,10 +20,8 @@ import torch
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="star-tests-prefect-"))
 import flows  # noqa: E402, F401 (sets Prefect's quiet, offline defaults before any test imports Prefect)
 from pipeline.sources.synthetic import generate_ntu_dataset, generate_penn_dataset
-
-DATA_DIR = Path(__file__).parent / "data"
-REAL_NTU_VIDEO = DATA_DIR / "S001C001P001R001A001_rgb.avi"  # the real NTU clip: 1920x1080 H.264, 103 frames
-REAL_PENN_LABELS = DATA_DIR / "penn_action" / "labels"  # 47 real label files of Penn Action's training split
+from tests.fixtures.data_files import REAL_PENN_LABELS, real_penn_copy
+from tests.fixtures.feature_caches import extract_video_cache, train_tiny
 
 
 @pytest.fixture(scope="session")
@@ -50,27 +51,38 @@ def synthetic_penn_copy(synthetic_penn_root: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(synthetic_penn_root, tmp_path / "Penn_Action", copy_function=shutil.copy2))
 
 
+@contextmanager
+def single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny shapes gain nothing from threads, and on a shared CPU extra threads only wait; one thread also fixes the
     summation order, so in-process runs compare bit for bit with OMP_NUM_THREADS=1 subprocesses. Modules that train
     or run models use it with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with single_thread():
+        yield
 
 
-def real_penn_copy(root: Path, *, test_ids: tuple[str, ...] = ()) -> Path:
-    """`root`/Penn_Action with the real label files (labels only, no frames); `test_ids` rewritten as test videos."""
-    import scipy.io
+@pytest.fixture(scope="session")
+def video_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """`extract_video_cache` once per session (per xdist worker): its folder holds ntu/ (2 classes x 4 generated
+    videos and skeletons), cache.zarr and ntu120-index.h5. Do not modify; tests write in their own folders."""
+    with single_thread():  # session fixtures start before the module's `one_thread`
+        return extract_video_cache(tmp_path_factory.mktemp("video_cache"))
 
-    labels = Path(shutil.copytree(REAL_PENN_LABELS, root / "Penn_Action" / "labels"))
-    for sample_id in test_ids:
-        mat = scipy.io.loadmat(labels / f"{sample_id}.mat")
-        mat["train"] = [[-1]]
-        scipy.io.savemat(labels / f"{sample_id}.mat", {k: v for k, v in mat.items() if not k.startswith("__")})
-    return root / "Penn_Action"
+
+@pytest.fixture(scope="session")
+def video_checkpoint(video_cache: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`train_tiny` on `video_cache` (benchmark ntu120-xsub) once per session: its last.pt. Do not modify."""
+    with single_thread():
+        return train_tiny(video_cache, tmp_path_factory.mktemp("video_run") / "run", benchmark="ntu120-xsub")
 
 
 @pytest.fixture

@@ -16,6 +16,9 @@ Without a pose file the pose is estimated (`pipeline.sources.pose`, BlazePose) i
 A checkpoint trained on a skeleton cache sees the skeleton alone, through the transform of its training config
 (`pipeline.training.skeletons`: normalisation, feature streams, the `test_clips` samplings averaged, as `star evaluate`
 does): VIDEO may then be the pose file itself (a Penn Action `.mat`, say), and no frame is decoded.
+
+CKPT may also be an export of `star export` (its folder or model file): the inputs are prepared here the same way and
+the export's runtime scores them (`pipeline.inference.scorers`).
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.core.devices import resolve_device
 from pipeline.core.errors import StarError
+from pipeline.inference.scorers import Scorer, open_scorer
 from pipeline.sources.clips import Clip, ClipSpec, clip_indices, load_clip, usable_frames
 from pipeline.sources.datasets.folder import read_pose_file
 from pipeline.sources.datasets.ntu_skeleton import KINECT_COLOR_SIZE, read_ntu_skeleton
@@ -39,7 +42,7 @@ from pipeline.sources.layouts import JointLayout, layout_from_spec
 from pipeline.sources.pose import estimate_pose
 from pipeline.sources.pose.blazepose import NAME as ESTIMATOR
 from pipeline.sources.video import VideoInfo, probe_video
-from pipeline.training.checkpoints import is_skeleton_checkpoint, load_trained_model, read_checkpoint
+from pipeline.training.checkpoints import is_skeleton_checkpoint
 from pipeline.training.skeletons import SkeletonTransform, skeleton_spec
 
 POSE_SUFFIXES = (".skeleton", ".mat", ".npz", ".json")
@@ -96,7 +99,8 @@ def read_pose(
         raise StarError(f"pose file {path}: use an NTU .skeleton, a Penn Action .mat or a .npz/.json pose file")
     if skeleton.shape[2] != layout.num_joints:
         raise StarError(
-            f"pose file {path} has {skeleton.shape[2]} joints per person, but the model was trained on the {layout.num_joints}-joint layout {layout.name!r}"
+            f"pose file {path} has {skeleton.shape[2]} joints per person, but the model was trained on the "
+            f"{layout.num_joints}-joint layout {layout.name!r}"
         )
     on_own_frames = suffix == ".mat"  # Penn Action's joints are defined on its frames, past the border included
     if (
@@ -142,7 +146,79 @@ def clip_of_video(
     return clip, skeleton, info
 
 
-@torch.no_grad()
+@dataclass(frozen=True)
+class Recogniser:
+    """A checkpoint (or export) ready to classify: its scorer, and how frames and a pose become its input.
+
+    One home for the steps `star predict` and `star watch` share, so a live window and an offline clip of the same
+    frames and pose get the same probabilities. Video checkpoints have `clip_spec` (T frames, S px, crop); skeleton
+    checkpoints have `skeleton_transform` (T frames, normalisation, feature streams, `test_clips` samplings averaged).
+    """
+
+    state: dict[str, Any]
+    layout: JointLayout
+    persons: int
+    scorer: Scorer  # the checkpoint in PyTorch or an export in its runtime: same inputs, same logits
+    clip_spec: ClipSpec | None
+    skeleton_transform: SkeletonTransform | None
+
+    @property
+    def frames(self) -> int:
+        """T, the frames the model sees per clip."""
+        return self.clip_spec.frames if self.clip_spec is not None else self.skeleton_transform.spec.frames
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.state["class_names"])
+
+    @property
+    def reads_pose(self) -> bool:
+        """Whether the pose changes the answer: joint tokens, a skeleton model, or a crop around the person."""
+        modality = self.state["model_config"].get("modality", "both")
+        return self.clip_spec is None or modality != "rgb" or self.clip_spec.crop == "person"
+
+    def clip_probabilities(self, clip: Clip) -> torch.Tensor:
+        """(classes,) softmax probabilities of a video checkpoint for one clip (`make_clip` / `load_clip`)."""
+        inputs = {
+            "video": np.ascontiguousarray(clip.frames.transpose(0, 3, 1, 2))[None],  # (1, T, 3, S, S) uint8
+            "joints": clip.joints.reshape(len(clip.frames), -1, 3)[None],  # (1, T, P*J, 3) in input pixels
+        }
+        return torch.from_numpy(self.scorer.logits(inputs)).softmax(dim=1)[0]
+
+    def skeleton_probabilities(self, skeleton: np.ndarray) -> torch.Tensor:
+        """(classes,) probabilities of a skeleton checkpoint for a full-rate skeleton (frames, P, J, 3) in pixels:
+        the mean of the softmax over the `test_clips` samplings, as `star evaluate` scores a clip."""
+        clips = self.skeleton_transform.test_clips(skeleton, clips=int(self.state["config"].get("test_clips", 1)))
+        logits = self.scorer.logits({"joints": clips})  # (K, classes): the K samplings as one batch
+        return torch.from_numpy(logits).softmax(dim=1).mean(dim=0)
+
+    def top(self, probabilities: torch.Tensor, k: int) -> list[ClassScore]:
+        values, indices = probabilities.topk(min(k, probabilities.numel()))
+        names = self.class_names
+        return [
+            ClassScore(class_id=int(i), class_name=names[int(i)], probability=float(p))
+            for p, i in zip(values, indices, strict=True)
+        ]
+
+
+def load_recogniser(checkpoint: str | os.PathLike, *, weights: str = "", device: str = "auto") -> Recogniser:
+    """Read and check a checkpoint of `star train` (with the backbone a video checkpoint needs) or an export of
+    `star export` (its folder or model file, run by onnxruntime or TorchScript), ready to classify."""
+    scorer = open_scorer(checkpoint, weights=weights, device=device)
+    state = scorer.state
+    fingerprint = state["fingerprint"]
+    layout = layout_from_spec(fingerprint["layout"], where=f"joint layout of {checkpoint}")
+    skeletons = is_skeleton_checkpoint(state)
+    clip_spec = None if skeletons else ClipSpec(
+        frames=int(fingerprint["frames"]), size=int(fingerprint["input_size"]), crop=str(fingerprint["crop"])
+    )  # fmt: skip
+    transform = SkeletonTransform(spec=skeleton_spec(state["config"]), layout=layout) if skeletons else None
+    return Recogniser(
+        state=state, layout=layout, persons=int(state["model_config"]["persons"]), scorer=scorer,
+        clip_spec=clip_spec, skeleton_transform=transform,
+    )  # fmt: skip
+
+
 def predict(
     *,
     video: str | os.PathLike,
@@ -153,45 +229,22 @@ def predict(
     device: str = "auto",
 ) -> Prediction:
     """Top-k classes with softmax probabilities for one video and its pose file (None: estimated)."""
-    state = read_checkpoint(checkpoint)
-    fingerprint = state["fingerprint"]
-    model_cfg = state["model_config"]
-    layout = layout_from_spec(fingerprint["layout"], where=f"joint layout of {checkpoint}")
-    torch_device = resolve_device(device)
-    if is_skeleton_checkpoint(state):
-        skeleton = skeleton_of(video=video, pose=pose, layout=layout, persons=int(model_cfg["persons"]))
-        transform = SkeletonTransform(spec=skeleton_spec(state["config"]), layout=layout)
-        clips = transform.test_clips(skeleton, clips=int(state["config"].get("test_clips", 1)))  # (K, T, N, C)
-        model = load_trained_model(state, video=False).to(torch_device)
-        probabilities = model({"joints": torch.from_numpy(clips)[None].to(torch_device)}).float().exp()[0].cpu()
-        indices = np.asarray(clip_indices(len(skeleton), transform.spec.frames))
-        return _prediction(
-            state,
-            video=video,
-            pose=pose,
-            checkpoint=checkpoint,
-            top_k=top_k,
-            frame_indices=indices,
-            probabilities=probabilities,
-        )
-    spec = ClipSpec(
-        frames=int(fingerprint["frames"]), size=int(fingerprint["input_size"]), crop=str(fingerprint["crop"])
-    )
-    clip, _, _ = clip_of_video(video=video, pose=pose, layout=layout, persons=int(model_cfg["persons"]), spec=spec)
-    model = load_trained_model(state, video=True, weights=weights).to(torch_device)
-    batch = {
-        "video": torch.from_numpy(clip.frames).permute(0, 3, 1, 2)[None].to(torch_device),  # (1, T, 3, S, S)
-        "joints": torch.from_numpy(clip.joints.reshape(spec.frames, -1, 3))[None].to(torch_device),  # (1, T, P*J, 3)
-    }
-    probabilities = model(batch).float().softmax(dim=1)[0].cpu()
-    return _prediction(
-        state,
-        video=video,
-        pose=pose,
-        checkpoint=checkpoint,
-        top_k=top_k,
-        frame_indices=clip.frame_indices,
-        probabilities=probabilities,
+    recogniser = load_recogniser(checkpoint, weights=weights, device=device)
+    layout, persons = recogniser.layout, recogniser.persons
+    if recogniser.clip_spec is None:
+        skeleton = skeleton_of(video=video, pose=pose, layout=layout, persons=persons)
+        probabilities = recogniser.skeleton_probabilities(skeleton)
+        indices = clip_indices(len(skeleton), recogniser.frames)
+    else:
+        clip, _, _ = clip_of_video(video=video, pose=pose, layout=layout, persons=persons, spec=recogniser.clip_spec)
+        probabilities = recogniser.clip_probabilities(clip)
+        indices = clip.frame_indices
+    return Prediction(
+        video=str(video),
+        pose=describe_pose(pose),
+        checkpoint=str(checkpoint),
+        frame_indices=[int(i) for i in indices],
+        top=recogniser.top(probabilities, top_k),
     )
 
 
@@ -208,27 +261,3 @@ def skeleton_of(
         info = probe_video(Path(video))
         frame_size = (info.width, info.height)
     return read_pose(pose, layout=layout, persons=persons, frame_size=frame_size)
-
-
-def _prediction(
-    state: dict[str, Any],
-    *,
-    video: str | os.PathLike,
-    pose: str | os.PathLike | None,
-    checkpoint: str | os.PathLike,
-    top_k: int,
-    frame_indices: np.ndarray,
-    probabilities: torch.Tensor,
-) -> Prediction:
-    values, indices = probabilities.topk(min(top_k, probabilities.numel()))
-    class_names = list(state["class_names"])
-    return Prediction(
-        video=str(video),
-        pose=describe_pose(pose),
-        checkpoint=str(checkpoint),
-        frame_indices=[int(i) for i in frame_indices],
-        top=[
-            ClassScore(class_id=int(i), class_name=class_names[int(i)], probability=float(p))
-            for p, i in zip(values, indices, strict=True)
-        ],
-    )

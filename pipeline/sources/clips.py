@@ -90,7 +90,20 @@ def load_clip(
     if usable_frames < 1:
         raise StarError(f"{video}: no frame is shared by the video and its skeleton")
     indices = clip_indices(usable_frames, spec.frames, rng=rng)  # (T,)
-    joints_px = skeleton[indices]  # (T, P, J, 3) original pixels
-    geometry = clip_geometry(frame_size=frame_size, skeleton=joints_px, size=spec.size, crop=spec.crop)
-    frames = geometry.frames_to_input(read_frames(video, indices))  # (T, S, S, 3)
-    return Clip(frames=frames, joints=geometry.joints_to_input(joints_px), frame_indices=indices)
+    return make_clip(
+        frames=read_frames(video, indices), joints=skeleton[indices], frame_indices=indices, frame_size=frame_size,
+        spec=spec,
+    )  # fmt: skip
+
+
+def make_clip(
+    *, frames: np.ndarray, joints: np.ndarray, frame_indices: np.ndarray, frame_size: tuple[int, int], spec: ClipSpec
+) -> Clip:
+    """A clip from its decoded frames (T, H, W, 3) and their joints (T, P, J, 3) in original pixels: the one crop box
+    of `spec` maps both (`load_clip` for a file, `pipeline.inference.watch` for frames held in memory)."""
+    geometry = clip_geometry(frame_size=frame_size, skeleton=joints, size=spec.size, crop=spec.crop)
+    return Clip(
+        frames=geometry.frames_to_input(frames),  # (T, S, S, 3)
+        joints=geometry.joints_to_input(joints),
+        frame_indices=np.asarray(frame_indices),
+    )

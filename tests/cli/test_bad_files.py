@@ -23,7 +23,6 @@ import torch
 import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_data import extract_video_cache
 from typer.testing import CliRunner
 
 from cli import app
@@ -32,12 +31,9 @@ from pipeline.sources.datasets.folder import read_pose_file
 from pipeline.sources.datasets.ntu_skeleton import parse_skeleton_bytes
 from pipeline.sources.index import AnnotationIndex, build_index
 from pipeline.sources.layouts import COCO17
-from pipeline.training.config import resolve_config
-from pipeline.training.loop import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = {"dim": 32, "depth": 1, "heads": 2}
 SAMPLE = "S001C002P003R001A023"
 KINDS = ("empty", "truncated", "random", "folder", "zarr", "image")
 
@@ -82,30 +78,18 @@ def _break(good: Path, bad: Path, kind: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A generated NTU dataset, its cache and index, a trained checkpoint, pose files and a config file."""
+def world(video_cache, video_checkpoint, tmp_path_factory):
+    """The session's generated NTU dataset, its cache, index and trained checkpoint; pose files and a config file.
+    `watched`: every folder of the world, which a refused command must leave as it was."""
     folder = tmp_path_factory.mktemp("world")
-    cache = extract_video_cache(folder)
-    checkpoint = folder / "run" / "last.pt"
-    train(
-        resolve_config(
-            overrides={
-                "cache": cache,
-                "out": str(folder / "run"),
-                "epochs": 1,
-                "batch_size": 2,
-                "workers": 0,
-                "model": TINY,
-                "benchmark": "ntu120-xsub",
-            }
-        ),
-        show_progress=False,
-    )
-    root = folder / "ntu"
+    cache, checkpoint = video_cache, video_checkpoint
+    extracted = Path(cache).parent
+    root = extracted / "ntu"
     skeleton = root / "nturgb+d_skeletons" / f"{SAMPLE}.skeleton"
     config = folder / "config.toml"
     config.write_text(
-        'preset = "small"\nbenchmark = "ntu120-xsub"\nepochs = 1\nbatch_size = 2\nworkers = 0\n\n[model]\ndim = 32\ndepth = 1\nheads = 2\n'
+        'preset = "small"\nbenchmark = "ntu120-xsub"\nepochs = 1\nbatch_size = 2\nworkers = 0\n\n'
+        "[model]\ndim = 32\ndepth = 1\nheads = 2\n"
     )
     state = torch.load(checkpoint, weights_only=True)
     other = folder / "other.pt"  # another model config: the weights no longer fit it
@@ -114,9 +98,10 @@ def world(tmp_path_factory):
     np.savez(penn_pose, keypoints=np.ones((40, 1, 13, 3), np.float32))
     return {
         "folder": folder,
+        "watched": [folder, extracted, checkpoint.parent],
         "root": root,
         "cache": Path(cache),
-        "index": folder / "ntu120-index.h5",
+        "index": extracted / "ntu120-index.h5",
         "checkpoint": checkpoint,
         "other_checkpoint": other,
         "video": root / "nturgb+d_rgb" / f"{SAMPLE}_rgb.avi",
@@ -408,13 +393,13 @@ def test_a_broken_input_is_refused_in_one_line_and_changes_nothing(world, tmp_pa
     what, command = SLOTS[slot]
     good = _good_input(world, what, tmp_path)
     bad = _break(good, tmp_path / "bad" / good.name, kind)
-    _check_refused(command(world, bad), names=bad, watched=[world["folder"], tmp_path])
+    _check_refused(command(world, bad), names=bad, watched=[*world["watched"], tmp_path])
 
 
 def test_wrong_content_is_refused_in_one_line(world, tmp_path):
     """Readable files that hold the wrong thing: another model's checkpoint, another layout's pose, a video as pose."""
     w = world
-    watched = [w["folder"], tmp_path]
+    watched = [*w["watched"], tmp_path]
     line = _check_refused(
         ["predict", w["video"], "--pose", w["skeleton"], "--checkpoint", w["other_checkpoint"]],
         names=w["other_checkpoint"],
@@ -496,7 +481,7 @@ def test_resume_from_a_broken_last_checkpoint_is_refused(world, tmp_path):
         _check_refused(
             ["train", "--out", run, "--resume", "--no-progress"],
             names=run / "last.pt",
-            watched=[world["folder"], tmp_path],
+            watched=[*world["watched"], tmp_path],
         )
 
 

@@ -47,7 +47,8 @@ def test_text_output_and_single_class_ablation():
 
 def test_model_options_one_line_each():
     default = run(*SMALL)
-    literal = run(*SMALL, "--set", "norm=post", "--set", "init=vit", "--set", "token_norm=false", "--set", "temporal_embedding=false")
+    literal = run(*SMALL, "--set", "norm=post", "--set", "init=vit", "--set", "token_norm=false", "--set",
+                  "temporal_embedding=false")  # fmt: skip
     assert default.exit_code == 0 and literal.exit_code == 0, literal.output
     for name, value in (
         ("norm", "pre"),

@@ -7,11 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks.__main__ import BENCHMARKS, discover, machine, write_results
 from benchmarks.crossmodal import SECTION as CROSSMODAL_SECTION
 from benchmarks.learning import SECTION as LEARNING_SECTION
+from tests.fixtures.data_files import REPO_ROOT
 
-REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+REPO = REPO_ROOT
 
 
 def _run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:

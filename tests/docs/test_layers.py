@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.fixtures.data_files import REPO_ROOT
+
+ROOT = REPO_ROOT
 DESIGN = ROOT / "docs" / "design.md"
 UNITS_BY_PREFIX = (
     "pipeline.inference",

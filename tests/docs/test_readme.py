@@ -1,5 +1,5 @@
-"""The README's commands run: every `bash` block in order on tiny sizes, every `star` command parsed against the CLI,
-and the command map agrees with each command's `--help` (README section "How this guide is tested")."""
+"""The README's commands run: every `bash` and `python` block in order on tiny sizes, every `star` command parsed
+against the CLI, and the command map agrees with each command's `--help` (README section "How this guide is tested")."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ import typer
 import typer.main
 
 from cli import app
+from tests.fixtures.data_files import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 README = REPO / "README.md"
 SKIP = re.compile(r"<!-- readme-test: skip (.+?) -->")
 # The tiny variant: options appended to each command (the last occurrence of an option wins).
@@ -35,6 +36,7 @@ class Block:
     line: int  # where the block starts in README.md
     text: str
     skip: str  # the reason it is not run, or ""
+    language: str = "bash"  # bash, or python: run by this interpreter in the same folder, after the blocks above it
 
 
 def bash_blocks() -> list[Block]:
@@ -42,10 +44,11 @@ def bash_blocks() -> list[Block]:
     blocks, previous = [], ""
     i = 0
     while i < len(lines):
-        if lines[i].strip() == "```bash":
+        if lines[i].strip() in ("```bash", "```python"):
             end = lines.index("```", i + 1)
             reason = SKIP.fullmatch(previous.strip())
-            blocks.append(Block(line=i + 1, text="\n".join(lines[i + 1 : end]), skip=reason.group(1) if reason else ""))
+            text, skip = "\n".join(lines[i + 1 : end]), reason.group(1) if reason else ""
+            blocks.append(Block(line=i + 1, text=text, skip=skip, language=lines[i].strip().removeprefix("```")))
             i = end
         elif lines[i].strip():
             previous = lines[i]
@@ -56,7 +59,7 @@ def bash_blocks() -> list[Block]:
 def star_commands(block: Block) -> list[list[str]]:
     """Every `star ...` (or `torchrun ... -m cli ...`) command line of a block, as arguments after `star`."""
     commands = []
-    for line in block.text.splitlines():
+    for line in block.text.splitlines() if block.language == "bash" else ():
         words = shlex.split(line, comments=True)
         if "star" in words:
             commands.append(words[words.index("star") + 1 :])
@@ -105,10 +108,11 @@ def test_skipped_blocks_say_why(block):
     pytest.skip(f"README line {block.line}: {block.skip}")
 
 
+@pytest.mark.slow
 def test_the_runnable_blocks_run_in_order(tmp_path):
     """The guide's commands, as a reader would paste them, in one folder: each block must exit 0. A block whose
     first line sets PENN= runs on a small labels-only copy of real Penn Action files with a test split."""
-    from tests.conftest import real_penn_copy
+    from tests.fixtures.data_files import real_penn_copy
 
     (tmp_path / "examples").symlink_to(REPO / "examples")
     penn = real_penn_copy(tmp_path / "penn", test_ids=("0002", "0174", "0345", "0481", "0701"))
@@ -116,10 +120,9 @@ def test_the_runnable_blocks_run_in_order(tmp_path):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     for block in (b for b in BLOCKS if not b.skip):
         lines = [f"PENN={penn}" if line.startswith("PENN=") else tiny(line) for line in block.text.splitlines()]
-        script = "set -euo pipefail\n" + "\n".join(lines)
-        result = subprocess.run(
-            ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
-        )
+        script = "set -euo pipefail\n" + "\n".join(lines) if block.language == "bash" else block.text
+        command = ["bash", "-c", script] if block.language == "bash" else [sys.executable, "-c", script]
+        result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
         assert result.returncode == 0, (
             f"README block at line {block.line} failed (exit {result.returncode}):\n{script}\n"
             f"--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-3000:]}"

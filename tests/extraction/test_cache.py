@@ -7,35 +7,17 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
 
 from pipeline.core.errors import StarError
-from pipeline.extraction.cache_layout import CacheLayout, SampleStatus
+from pipeline.extraction.cache_layout import SampleStatus
 from pipeline.extraction.quantize import dequantize_map, quantize_map
 from pipeline.extraction.store import FeatureCache
-
-LAYOUT = CacheLayout.for_mc3_18(frames=4, input_size=112, persons=2, num_joints=5)
-FINGERPRINT = {"weights": "random:0", "frames": 4, "input_size": 112, "crop": "full", "code": "test"}
-TESTS_DIR = Path(__file__).resolve().parent
-
-
-def sample_result(row: int):
-    """Deterministic result of sample `row`: ReLU-like maps, or a failure for every 7th sample."""
-    if row % 7 == 3:
-        return f"corrupt video {row}"
-    rng = np.random.default_rng(row)
-    result = {
-        name: np.maximum(rng.normal(size=shape), 0).astype(np.float32)
-        for name, shape in LAYOUT.sample_shapes().items()
-        if name != "joints"
-    }
-    result["heatmaps"] = np.minimum(result["heatmaps"], 1)
-    result["joints"] = rng.uniform(0, 14, size=LAYOUT.sample_shapes()["joints"]).astype(np.float32)
-    return result
+from tests.fixtures.cache_samples import FINGERPRINT, LAYOUT, sample_result
+from tests.fixtures.data_files import REPO_ROOT
 
 
 def _ids(n):
@@ -260,8 +242,8 @@ def test_data_without_status_is_pending_and_redone(tmp_path):
 
 WRITER = """
 import sys
-sys.path.insert(0, {tests!r})
-from test_cache import sample_result
+sys.path.insert(0, {repo!r})
+from tests.fixtures.cache_samples import sample_result
 from pipeline.extraction.store import FeatureCache
 cache = FeatureCache.open({path!r}, mode="r+")
 for unit in [unit for unit in cache.pending_units() if unit % {step} == {first}]:
@@ -276,7 +258,7 @@ print("finished", flush=True)
 def _kill_writer_mid_run(path, *, after_starts, delay):
     """Start a writer process, SIGKILL it `delay` s after it starts its `after_starts`-th unit. Returns units begun."""
     process = subprocess.Popen(
-        [sys.executable, "-c", WRITER.format(tests=str(TESTS_DIR), path=str(path), first=0, step=1)],
+        [sys.executable, "-c", WRITER.format(repo=str(REPO_ROOT), path=str(path), first=0, step=1)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -295,6 +277,7 @@ def _kill_writer_mid_run(path, *, after_starts, delay):
     return begun
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path):
     clean, killed = tmp_path / "clean.zarr", tmp_path / "killed.zarr"
     n = 48  # 12 units of 4
@@ -329,7 +312,7 @@ def test_concurrent_writers_of_different_units_lose_nothing(tmp_path):
     _create(shared, n=40)
     writers = [
         subprocess.Popen(
-            [sys.executable, "-c", WRITER.format(tests=str(TESTS_DIR), path=str(shared), first=first, step=2)],
+            [sys.executable, "-c", WRITER.format(repo=str(REPO_ROOT), path=str(shared), first=first, step=2)],
             stdout=subprocess.DEVNULL,
         )
         for first in (0, 1)

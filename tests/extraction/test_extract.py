@@ -23,8 +23,8 @@ from pipeline.extraction.extract import ExtractConfig, extract, plan, refresh_in
 from pipeline.extraction.store import FeatureCache
 from pipeline.sources.clips import ClipSpec, load_clip
 from pipeline.sources.synthetic import generate_ntu_dataset
+from tests.fixtures.data_files import REAL_NTU_VIDEO, REPO_ROOT
 
-DATA = Path(__file__).parent / "data"
 ACTIONS = (23, 27, 80)  # hand waving, jump up, squat down
 
 
@@ -90,6 +90,7 @@ def test_rerun_is_a_no_op(clean_cache, dataset):
     assert all(np.array_equal(before[k], after[k]) for k in before)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_equals_clean_run(dataset, clean_cache, tmp_path):
     out = tmp_path / "killed.zarr"
     cfg = small_config(dataset, out, unit_size=2)
@@ -98,7 +99,7 @@ def test_sigkill_mid_run_then_resume_equals_clean_run(dataset, clean_cache, tmp_
         f"extract(ExtractConfig(dataset='ntu120', root=Path({str(dataset)!r}), out={str(out)!r}, frames=4, "
         f"size=64, weights='random', unit_size=2, batch_size=2, workers=2))"
     )
-    process = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parent.parent)
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT)
     try:
         deadline = time.monotonic() + 120
         done = 0
@@ -170,7 +171,7 @@ def test_real_ntu_video_goes_through_decode_to_features():
     skeleton = np.zeros((frames, 1, 25, 3), np.float32)
     skeleton[..., 0], skeleton[..., 1], skeleton[..., 2] = 960 + np.arange(25) * 4, 540 + np.arange(25) * 6, 1.0
     clip = load_clip(
-        video=DATA / "S001C001P001R001A001_rgb.avi",
+        video=REAL_NTU_VIDEO,
         skeleton=skeleton,
         usable_frames=frames,
         frame_size=(1920, 1080),

@@ -27,7 +27,7 @@ from pipeline.inference.plots import (
 from pipeline.inference.predict import read_pose
 from pipeline.sources.layouts import NTU25
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 REDUCED = [
     "--samples-per-class",

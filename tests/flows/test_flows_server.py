@@ -10,11 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from prefect_server import PrefectServer
 
 from pipeline.extraction.cache_layout import SampleStatus
 from pipeline.extraction.store import FeatureCache
 from pipeline.sources.synthetic import generate_ntu_dataset
+from tests.fixtures.prefect_server import PrefectServer
+
+pytestmark = pytest.mark.slow
 
 STAR = [sys.executable, "-m", "cli"]
 COMMON = ["--dataset", "ntu120", "--frames", "4", "--size", "64", "--weights", "random", "--unit-size", "2"]
@@ -50,7 +52,7 @@ def test_scheduled_deployment_extracts_new_samples(server, tmp_path):
     root = tmp_path / "ntu"
     generate_ntu_dataset(root, samples_per_class=1, actions=(23, 27), subjects=(1,), cameras=(1,))
     out = tmp_path / "cache.zarr"
-    log = open(tmp_path / "serve.log", "wb")
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 (the serving process writes it until killed)
     serve = subprocess.Popen(
         [
             *STAR,

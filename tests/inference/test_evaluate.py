@@ -9,7 +9,6 @@ import matplotlib.image
 import numpy as np
 import pytest
 import torch
-from test_data import toy_fingerprint, write_toy_cache
 from typer.testing import CliRunner
 
 from cli import app
@@ -22,6 +21,7 @@ from pipeline.training.config import resolve_config
 from pipeline.training.data import CachedClips
 from pipeline.training.loop import train
 from pipeline.training.metrics import OTHER_CLASSES, MetricCounter
+from tests.fixtures.feature_caches import toy_fingerprint, write_toy_cache
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -140,7 +140,8 @@ def test_read_checkpoint_errors(tmp_path):
 
 
 def test_a_checkpoint_of_the_post_ln_model_before_the_learning_fixes_is_refused_clearly(trained, tmp_path):
-    """Format 1 (no norm / init / token_norm / temporal_embedding in its model config): a clear message, no shape error."""
+    """Format 1 (no norm / init / token_norm / temporal_embedding in its model config): a clear message, no
+    shape error."""
     cache, checkpoint = trained
     old = torch.load(checkpoint, weights_only=True)
     old["format"] = 1
@@ -227,7 +228,8 @@ def test_evaluate_refuses_a_cache_with_another_fingerprint(trained, tmp_path):
 
 
 def test_a_format_2_checkpoint_is_read_with_its_joint_count_renamed(trained, tmp_path):
-    """Format 2 called the joint count `joints` and had no attention_dropout; read as format 3, it evaluates the same."""
+    """Format 2 called the joint count `joints` and had no attention_dropout; read as format 3, it evaluates the
+    same."""
     cache, checkpoint = trained
     current = torch.load(checkpoint, weights_only=True)
     old = {**current, "format": 2}

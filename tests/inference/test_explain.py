@@ -13,7 +13,6 @@ import matplotlib.image
 import numpy as np
 import pytest
 import torch
-from test_data import extract_video_cache
 from typer.testing import CliRunner
 
 from cli import app
@@ -46,10 +45,10 @@ def sharpened(checkpoint: Path, out: Path, *, seed: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A real video cache (T = 4, 32 x 32), a 1-epoch STAR (FZ/FB) and a 1-epoch FAttn-only (FF/FF) checkpoint."""
+def trained(video_cache, tmp_path_factory):
+    """The real video cache (T = 4, 32 x 32), a 1-epoch STAR (FZ/FB) and a 1-epoch FAttn-only (FF/FF) checkpoint."""
     folder = tmp_path_factory.mktemp("explain")
-    cache = extract_video_cache(folder)
+    cache, extracted = video_cache, Path(video_cache).parent
     checkpoints = {}
     for name, encoder, decoder in (("star", "FZ", "FB"), ("fattn", "FF", "FF")):
         cfg = resolve_config(
@@ -66,10 +65,10 @@ def trained(tmp_path_factory):
         )
         train(cfg, show_progress=False)
         checkpoints[name] = sharpened(folder / name / "last.pt", folder / f"{name}-sharp.pt", seed=len(checkpoints))
-    index = AnnotationIndex(folder / "ntu120-index.h5")
+    index = AnnotationIndex(extracted / "ntu120-index.h5")
     row = 0
     video = Path(index.video_paths[row])
-    pose = folder / "ntu" / "nturgb+d_skeletons" / f"{index.sample_ids[row]}.skeleton"
+    pose = extracted / "ntu" / "nturgb+d_skeletons" / f"{index.sample_ids[row]}.skeleton"
     return {"folder": folder, "video": video, "pose": pose, **checkpoints}
 
 
@@ -194,7 +193,7 @@ def test_explain_side_by_side_with_the_fattn_only_model(trained, tmp_path):
     assert "FAttn only (FF/FF)" in result.output and "STAR (FZ/FB)" in result.output
     report = json.loads((out / "explain.json").read_text())
     assert [m["attention"] for m in report["models"]] == ["FF/FF", "FZ/FB"]  # FAttn first, as in Fig. 6 (a)
-    for model, checkpoint in zip(report["models"], (trained["fattn"], trained["star"])):
+    for model, checkpoint in zip(report["models"], (trained["fattn"], trained["star"]), strict=True):
         scores, _, _ = rollout_directly(checkpoint, trained["video"], trained["pose"])
         np.testing.assert_allclose(model["scores"], scores.numpy(), rtol=1e-5, atol=1e-7)
     assert not np.allclose(report["models"][0]["scores"], report["models"][1]["scores"])

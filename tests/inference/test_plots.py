@@ -10,7 +10,6 @@ import json
 import matplotlib.image
 import numpy as np
 import pytest
-from test_data import write_toy_cache
 from typer.testing import CliRunner
 
 from cli import app
@@ -31,6 +30,7 @@ from pipeline.inference.plots import (
     training_curves_size,
 )
 from pipeline.training.metrics import PerClassRow
+from tests.fixtures.feature_caches import write_toy_cache
 
 
 def read_png(path, size: tuple[int, int]) -> np.ndarray:

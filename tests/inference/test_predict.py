@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_data import extract_video_cache
 from typer.testing import CliRunner
 
 from cli import app
@@ -19,36 +18,15 @@ from pipeline.sources.datasets.ntu_skeleton import read_ntu_skeleton
 from pipeline.sources.synthetic import generate_penn_dataset
 from pipeline.sources.video import probe_video
 from pipeline.training.checkpoints import load_trained_model
-from pipeline.training.config import resolve_config
 from pipeline.training.data import CachedClips
-from pipeline.training.loop import train
+from tests.fixtures.feature_caches import train_tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = {"dim": 32, "depth": 1, "heads": 2}
-
-
-def _train(cache: str, out: Path, **overrides) -> Path:
-    cfg = resolve_config(
-        overrides={
-            "cache": cache,
-            "out": str(out),
-            "epochs": 1,
-            "batch_size": 2,
-            "workers": 0,
-            "model": TINY,
-            **overrides,
-        }
-    )
-    train(cfg, show_progress=False)
-    return out / "last.pt"
-
 
 @pytest.fixture(scope="module")
-def ntu_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("ntu")
-    cache = extract_video_cache(folder)
-    return folder / "ntu", cache, _train(cache, folder / "run", benchmark="ntu120-xsub")
+def ntu_run(video_cache, video_checkpoint):
+    return Path(video_cache).parent / "ntu", video_cache, video_checkpoint
 
 
 def _star(*args):
@@ -125,7 +103,7 @@ def test_predict_penn_frames_and_mat(ntu_run, tmp_path):
         )
     )
     assert summary.exit_code == 0
-    checkpoint = _train(str(cache), tmp_path / "run")
+    checkpoint = train_tiny(str(cache), tmp_path / "run")
     prediction = predict(
         video=root / "frames" / "0002", pose=root / "labels" / "0002.mat", checkpoint=checkpoint, top_k=3
     )

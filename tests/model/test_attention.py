@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,48 +12,9 @@ from model.attention import (
     ZigzagAttention,
     attention_flops,
 )
+from tests.fixtures.attention_reference import reference
 
 B, T, S, D, HEADS = 2, 6, 5, 32, 4
-
-
-def key_frames(kind: str, t: int, frames: int) -> list[int]:
-    """The frames whose tokens a query of frame t (0-based) attends to, read from the paper's wording."""
-    if kind == "F":  # eq. 6: all T*S tokens
-        return list(range(frames))
-    if kind == "Z":  # eq. 7-8: odd-numbered frames (1st, 3rd, ...) <-> even-numbered frames (2nd, 4th, ...)
-        paper_index = t + 1
-        return [u for u in range(frames) if (u + 1) % 2 != paper_index % 2]
-    if kind == "B":  # eq. 10: front half <-> rear half
-        front = t < frames // 2
-        return [u for u in range(frames) if (u < frames // 2) != front]
-    raise ValueError(kind)
-
-
-def reference(module, x: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """softmax(QK^T / sqrt(d)) V per head and query frame, in float64; also the full weight matrix."""
-    x = x.double()
-    w, b = module.qkv.weight.double(), module.qkv.bias.double()
-    dim, heads = module.dim, module.heads
-    hd = dim // heads
-    q, k, v = (x @ w[i * dim : (i + 1) * dim].T + b[i * dim : (i + 1) * dim] for i in range(3))  # (B, T, S, D)
-    batch, frames, tokens, _ = x.shape
-    out = torch.zeros(batch, frames, tokens, dim, dtype=torch.float64)
-    weights = torch.zeros(batch, heads, frames * tokens, frames * tokens, dtype=torch.float64)
-    for bi in range(batch):
-        for h in range(heads):
-            cols = slice(h * hd, (h + 1) * hd)
-            for t in range(frames):
-                partners = key_frames(kind, t, frames)
-                keys = torch.cat([k[bi, u, :, cols] for u in partners])  # (|partners| * S, hd)
-                values = torch.cat([v[bi, u, :, cols] for u in partners])
-                attn = torch.softmax(q[bi, t, :, cols] @ keys.T / math.sqrt(hd), dim=-1)  # (S, |partners| * S)
-                out[bi, t, :, cols] = attn @ values
-                for j, u in enumerate(partners):
-                    weights[bi, h, t * tokens : (t + 1) * tokens, u * tokens : (u + 1) * tokens] = attn[
-                        :, j * tokens : (j + 1) * tokens
-                    ]
-    out = out @ module.proj.weight.double().T + module.proj.bias.double()
-    return out, weights
 
 
 MODULES = {"F": FullAttention, "Z": ZigzagAttention, "B": BinaryAttention}

@@ -24,6 +24,11 @@ import torch.nn.functional as F
 from model.star import ModelConfig, build_model
 from model.tokens import joint_heatmaps
 
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.usefixtures("one_thread"),
+]  # 2 threads per xdist worker made these steps 3-7x slower
+
 CLASSES, PER_CLASS, FRAMES, JOINTS = 4, 4, 8, 5
 STEPS = 80
 LR = 3e-4  # where every supported configuration memorises, whatever the seed (module docstring)

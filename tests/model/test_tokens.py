@@ -163,7 +163,7 @@ def test_aggregator_missing_joints_with_nan_coordinates_stay_finite():
 
 @pytest.mark.parametrize("modality", ["rgb", "pose"])
 def test_a_single_modality_sees_only_its_input(modality):
-    """rgb: GG + class tokens, blind to the skeleton; pose: joint-position tokens + class tokens, blind to the frames."""
+    """rgb: GG + class tokens, blind to the skeleton; pose: joint-position + class tokens, blind to the frames."""
     torch.manual_seed(0)
     aggregator = TokenAggregator(
         global_channels=16, local_channels=8, dim=12, persons=2, num_joints=3, modality=modality

@@ -8,12 +8,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from test_attention import reference as attention_reference
 
 from model.backbone import MC3_18Backbone
 from model.star import ModelConfig, build_model
 from model.tokens import joint_heatmaps, joints_to_cells
 from model.transformer import STARLayer
+from tests.fixtures.attention_reference import reference as attention_reference
 
 TINY = dict(
     num_classes=5, dim=32, heads=2, depth=1, persons=1, num_joints=3, local_channels=8, global_channels=16, frames=4

@@ -11,7 +11,7 @@ from pipeline.sources.geometry import clip_geometry, person_box
 def _dot_frames(*, width, height, points, radius):
     """One black frame per point with a white filled disc at that (integer) point."""
     frames = np.zeros((len(points), height, width, 3), dtype=np.uint8)
-    for frame, (x, y) in zip(frames, points):
+    for frame, (x, y) in zip(frames, points, strict=True):
         cv2.circle(frame, (int(x), int(y)), radius, (255, 255, 255), thickness=-1)
     return frames
 
@@ -80,7 +80,7 @@ def test_person_box_larger_than_frame_is_zero_padded():
     # Joints span the whole height: side 220 * 1.3 = 286 > 240, so the box sticks out at top and bottom.
     points = [(100, 10), (120, 230), (110, 120)]
     frames = np.full((3, 240, 320, 3), 40, dtype=np.uint8)  # grey, to tell the frame from the padding
-    for frame, (x, y) in zip(frames, points):
+    for frame, (x, y) in zip(frames, points, strict=True):
         cv2.circle(frame, (x, y), 4, (255, 255, 255), thickness=-1)
     skeleton = _skeleton(points)
     geometry = clip_geometry(frame_size=(320, 240), skeleton=skeleton, size=143, crop="person")

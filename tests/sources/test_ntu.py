@@ -23,30 +23,9 @@ from pipeline.sources.datasets.ntu_skeleton import (
     select_bodies,
 )
 from pipeline.sources.index import AnnotationIndex, build_index
+from tests.fixtures.ntu_skeleton_text import joint_lines, skeleton_text
 
 BIG_ID = 72057594037931101  # a real NTU bodyID: float64 would round it
-
-
-def joint_lines(x0: float, y0: float, *, state: int = 2, wobble: float = 0.0, frame: int = 0) -> list[str]:
-    """25 joint lines of a standing figure at (x0, y0) px: taller than wide, like a person."""
-    lines = []
-    for j in range(25):
-        cx = x0 + (j % 5) * 4 + wobble * np.sin(frame + j)
-        cy = y0 + j * 10
-        lines.append(f"0.1 0.2 3.1 250 200 {cx:.4f} {cy:.4f} -0.2 0.05 0.97 -0.12 {state}")
-    return lines
-
-
-def skeleton_text(frames: list[list[tuple[int, list[str]]]]) -> str:
-    """frames: per frame, a list of (bodyID, 25 joint lines)."""
-    out = [str(len(frames))]
-    for bodies in frames:
-        out.append(str(len(bodies)))
-        for body_id, joints in bodies:
-            out.append(f"{body_id} 0 1 1 1 1 0 0.02764709 0.05745083 2")
-            out.append("25")
-            out.extend(joints)
-    return "\n".join(out) + "\n"
 
 
 def write(tmp_path: Path, text: str, name: str = "S001C001P001R001A001.skeleton") -> Path:

@@ -9,7 +9,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import REAL_NTU_VIDEO
 from typer.testing import CliRunner
 
 from cli import app
@@ -24,6 +23,7 @@ from pipeline.sources.pose.blazepose import mediapipe_pose
 from pipeline.sources.pose.mapping import DERIVED_SCORE, convert_joints
 from pipeline.sources.pose.tracking import Detection, box_iou, track_people
 from pipeline.sources.video import iter_frames
+from tests.fixtures.data_files import REAL_NTU_VIDEO
 
 pytest.importorskip("mediapipe", reason="the pose extra is not installed: pip install 'star-action[pose]'")
 
@@ -42,7 +42,7 @@ def _write_video(path: Path, frames) -> Path:
 
 
 def _real_frames(count: int, *, size: tuple[int, int] | None = None, mirror: bool = False):
-    for _, rgb in zip(range(count), iter_frames(REAL_NTU_VIDEO)):
+    for _, rgb in zip(range(count), iter_frames(REAL_NTU_VIDEO), strict=False):  # the first `count` frames
         rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA) if size else rgb
         yield np.ascontiguousarray(rgb[:, ::-1]) if mirror else rgb
 
@@ -75,7 +75,7 @@ def test_real_clip_frame_50_joints_fall_on_the_person(real_pose):
 
 def test_real_clip_mapped_to_ntu25_keeps_the_body_upright(real_pose):
     ntu = convert_joints(real_pose.keypoints[50, 0], source=BLAZEPOSE33, target=NTU25)
-    y = dict(zip(NTU25.joint_names, ntu[:, 1]))
+    y = dict(zip(NTU25.joint_names, ntu[:, 1], strict=True))
     assert y["Head"] < y["Neck"] < y["SpineShoulder"] < y["SpineMid"] < y["SpineBase"] < y["KneeLeft"] < y["FootLeft"]
     assert ((ntu[:, 0] >= 960) & (ntu[:, 0] <= 1130)).all()
 
@@ -84,7 +84,9 @@ def test_two_people_keep_their_slots(tmp_path):
     # The person stands at x 480-565 of a 960 x 540 frame: side by side with the mirrored frame, 800 px wide.
     pairs = [
         np.hstack([left[:, 300:700], right[:, 260:660]])
-        for left, right in zip(_real_frames(20, size=(960, 540)), _real_frames(20, size=(960, 540), mirror=True))
+        for left, right in zip(
+            _real_frames(20, size=(960, 540)), _real_frames(20, size=(960, 540), mirror=True), strict=True
+        )
     ]
     video = _write_video(tmp_path / "two.avi", pairs)
     pose = estimate_pose(video, persons=2).keypoints  # (20, 2, 33, 3)
@@ -232,7 +234,7 @@ def test_folder_without_poses_estimates_once_and_records_failures(tmp_path):
     first = build_index("folder", root, index_path)
     assert first.poses_estimated == 3 and "estimated 3 poses" in first.summary()
     index = AnnotationIndex(index_path)
-    status = dict(zip(index.sample_ids, index.status))
+    status = dict(zip(index.sample_ids, index.status, strict=True))
     assert status == {"videos/person": "ok", "videos/mirrored": "ok", "videos/nobody": "empty_skeleton"}
     row = list(index.sample_ids).index("videos/nobody")
     assert "found nobody in the video's 10 frames" in index.record(row).detail
@@ -285,12 +287,9 @@ def test_folder_without_poses_goes_through_the_prefect_flow(tmp_path):
     assert len(list(pose_store_folder(config.index_path).glob("*.npz"))) == 3
 
 
-def test_predict_without_a_pose_estimates_it(tmp_path):
-    from test_data import extract_video_cache
-    from test_predict import _train
-
-    cache = extract_video_cache(tmp_path)
-    checkpoint = _train(cache, tmp_path / "run", benchmark="ntu120-xsub")
+@pytest.mark.slow
+def test_predict_without_a_pose_estimates_it(video_checkpoint, tmp_path):
+    checkpoint = video_checkpoint
     video = _write_video(tmp_path / "mine.avi", _real_frames(12, size=(480, 270)))
     result = CliRunner().invoke(
         app, ["predict", str(video), "--checkpoint", str(checkpoint), "--json", "--device", "cpu"]

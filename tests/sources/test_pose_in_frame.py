@@ -11,8 +11,6 @@ import cv2
 import numpy as np
 import pytest
 import scipy.io
-from conftest import REAL_NTU_VIDEO
-from test_ntu import joint_lines, skeleton_text
 from typer.testing import CliRunner
 
 from cli import app
@@ -23,6 +21,8 @@ from pipeline.sources.datasets.records import POSE_OUTSIDE_FRAME, pose_in_frame
 from pipeline.sources.index import AnnotationIndex, build_index
 from pipeline.sources.synthetic import generate_ntu_dataset, generate_penn_dataset, write_video
 from pipeline.sources.video import probe_video, read_frames
+from tests.fixtures.data_files import REAL_NTU_VIDEO
+from tests.fixtures.ntu_skeleton_text import joint_lines, skeleton_text
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -141,6 +141,7 @@ def _shift_color_x(path: Path, *, by: float, frames: str) -> None:
     path.write_text("\n".join(out) + "\n")
 
 
+@pytest.mark.slow
 def test_the_real_1080p_clip_and_its_downscaled_copy(tmp_path):
     """The real NTU video (1920x1080 H.264): colour coordinates are its pixels; a 480x270 copy maps them by 1/4."""
     frames = 103

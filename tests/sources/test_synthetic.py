@@ -244,7 +244,7 @@ def test_appearance_classes_differ_only_in_the_held_object():
         differs = np.any(other.frames != first.frames, axis=-1)  # (T, H, W)
         assert differs.any(axis=(1, 2)).all()  # every frame shows the object
         assert differs.mean() < 0.02  # small: the two objects together cover under 2 % of the frame
-        for frame, mask in zip(first.pixels[:, 0], differs):  # and at the right hand (joint 11)
+        for frame, mask in zip(first.pixels[:, 0], differs, strict=True):  # and at the right hand (joint 11)
             ys, xs = np.nonzero(mask)
             distance = np.hypot(xs - frame[11, 0], ys - frame[11, 1])
             assert np.percentile(distance, 95) < 40  # within about a forearm of the hand (the figure is ~130 px tall)

@@ -10,8 +10,7 @@ import pytest
 
 from pipeline.core.errors import StarError
 from pipeline.sources.video import VideoInfo, _probe_opencv, probe_video, read_frames
-
-REAL_NTU_VIDEO = Path(__file__).parent / "data" / "S001C001P001R001A001_rgb.avi"  # 1920x1080 H.264, 103 frames
+from tests.fixtures.data_files import REAL_NTU_VIDEO
 
 
 def write_video(path: Path, frames: int, *, fourcc: str = "MJPG", size=(64, 48)) -> np.ndarray:

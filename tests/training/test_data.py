@@ -1,8 +1,4 @@
-"""CachedClips, VideoClips and the cache-valid augmentations.
-
-`write_toy_cache` builds a small real zarr cache through `FeatureCache`'s own write API; the training,
-evaluation and DDP tests import it from here.
-"""
+"""CachedClips, VideoClips and the cache-valid augmentations, on the toy cache and the extracted video cache."""
 
 from __future__ import annotations
 
@@ -18,119 +14,16 @@ from torchvision.models.video import mc3_18
 from model.star import ModelConfig, build_model
 from model.tokens import joint_heatmaps
 from pipeline.core.errors import StarError
-from pipeline.extraction.cache_layout import CacheLayout
-from pipeline.extraction.extract import ExtractConfig, extract
-from pipeline.extraction.store import FeatureCache
 from pipeline.extraction.weights import backbone_from_fingerprint, weights_id
 from pipeline.sources.index import default_index_path
 from pipeline.sources.layouts import layout_from_spec
-from pipeline.sources.synthetic import generate_ntu_dataset
 from pipeline.training.augment import ClipAugment, augment_maps, augment_video, flip_maps
 from pipeline.training.classifier import ClipClassifier
 from pipeline.training.data import CachedClips, VideoClips
 from pipeline.training.splits import cache_split_name, read_cache_meta
+from tests.fixtures.feature_caches import TOY_BENCHMARK, TOY_CLASSES, TOY_LAYOUT, write_toy_cache
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-TOY_LAYOUT = {
-    "name": "toy5",
-    "joint_names": ["head", "hand_l", "hand_r", "foot_l", "foot_r"],
-    "flip_pairs": [[1, 2], [3, 4]],
-}
-TOY_CLASSES = [f"action {c}" for c in range(10)]  # the model sees 10 classes; the toy data uses 4 of them
-TOY_USED_CLASSES = (1, 4, 6, 9)
-TOY_BENCHMARK = "toy-xsub"
-
-
-def toy_fingerprint(**changes) -> dict:
-    return {
-        "dataset": "toy",
-        "backbone": "torchvision.mc3_18",
-        "weights": "random:seed0",
-        "frames": 4,
-        "input_size": 32,
-        "crop": "full",
-        "heatmap_sigma": 1.0,
-        "dtype": "float16",
-        "class_names": TOY_CLASSES,
-        "layout": TOY_LAYOUT,
-        **changes,
-    }
-
-
-def toy_sample(row: int, label: int, layout: CacheLayout, *, signal: float = 1.5) -> dict:
-    """ReLU-like maps with a class-specific block of channels raised, joints moving per class, real heatmaps."""
-    rng = np.random.default_rng(1000 + row)
-    shapes = layout.sample_shapes()
-    local = np.maximum(rng.normal(size=shapes["local"]), 0).astype(np.float32)
-    global_ = np.maximum(rng.normal(size=shapes["global"]), 0).astype(np.float32)
-    global_[:, 16 * label : 16 * label + 16] += signal
-    local[:, 8 * label : 8 * label + 8] += signal
-    frames, persons, joints = shapes["joints"][:3]
-    width = layout.local_shape[2]
-    xy = np.repeat(rng.uniform(0.5, width - 0.5, size=(1, persons, joints, 2)), frames, axis=0)  # (T, P, J, 2)
-    xy[..., 0] += 0.25 * (label % 3 - 1) * np.arange(frames)[:, None, None]  # class-dependent horizontal motion
-    xy = np.clip(xy, 0, width - 0.01)
-    confidence = np.ones((frames, persons, joints, 1))
-    confidence[0, 0, 0] = 0.0  # one missing joint, as real skeletons have
-    joints_arr = np.concatenate([xy, confidence], axis=-1).astype(np.float32)  # (T, P, J, 3)
-    heat = joint_heatmaps(
-        torch.from_numpy(joints_arr.reshape(1, frames, persons * joints, 3)), size=layout.local_shape[1:], sigma=1.0
-    )[0]
-    return {"local": local, "global": global_, "heatmaps": heat.numpy(), "joints": joints_arr}
-
-
-def write_toy_cache(
-    path, *, n: int = 24, frames: int = 4, fingerprint: dict | None = None, failed=(), pending=(), signal: float = 1.5
-) -> FeatureCache:
-    """A real cache of `n` samples: every 4th block of 4 rows is test (all classes), the rest train; given rows failed or left pending."""
-    layout = CacheLayout.for_mc3_18(frames=frames, input_size=32, persons=1, num_joints=5)
-    labels = np.array([TOY_USED_CLASSES[row % len(TOY_USED_CLASSES)] for row in range(n)], dtype=np.int64)
-    test = np.arange(n) // 4 % 4 == 3
-    cache = FeatureCache.create_or_open(
-        path,
-        fingerprint=fingerprint or toy_fingerprint(frames=frames),
-        layout=layout,
-        sample_ids=[f"S001C001P{row:03d}R001A{int(labels[row]) + 1:03d}" for row in range(n)],
-        labels=labels,
-        splits={f"{TOY_BENCHMARK}-train": ~test, f"{TOY_BENCHMARK}-test": test},
-        unit_size=8,
-    )
-    for unit in range(cache.n_units):
-        results = {}
-        for row in cache.unit_samples(unit):
-            if row in pending:
-                continue
-            results[row] = (
-                f"corrupt video {row}" if row in failed else toy_sample(row, int(labels[row]), layout, signal=signal)
-            )
-        cache.write_unit(unit, results)
-    return cache
-
-
-def extract_video_cache(folder) -> str:
-    """Generated NTU-format videos (2 classes x 4 clips, subjects 1 = xsub train and 3 = xsub test), extracted for
-    real with a random-weight MC3-18 at T = 4, 32 x 32; the index lies next to the cache, where extraction puts it."""
-    root = folder / "ntu"
-    generate_ntu_dataset(
-        root, samples_per_class=4, actions=(23, 27), subjects=(1, 3), cameras=(1, 2), frame_size=(96, 54)
-    )
-    out = folder / "cache.zarr"
-    summary = extract(
-        ExtractConfig(
-            dataset="ntu120",
-            root=root,
-            out=str(out),
-            frames=4,
-            size=32,
-            weights="random",
-            unit_size=4,
-            batch_size=4,
-            workers=1,
-        )
-    )
-    assert summary.exit_code == 0 and summary.done == 8
-    return str(out)
 
 
 @pytest.fixture
@@ -176,7 +69,8 @@ def test_preloaded_and_subset_clips_equal_the_read_ones(toy_cache, monkeypatch):
     )  # a 256 KiB machine
     with pytest.raises(
         StarError,
-        match="preloading 17 cached samples needs 1 MiB, more than half of this machine.s 0 MiB: train with --set preload=false",
+        match="preloading 17 cached samples needs 1 MiB, more than half of this machine.s 0 MiB: "
+        "train with --set preload=false",
     ):
         CachedClips(path=toy_cache.path, split_name=split, preload=True)
 
@@ -279,10 +173,10 @@ def test_video_flip_mirrors_pixels_and_joints():
     assert out_joints[0, 0, 1, 2] == 0  # the (missing) right hand became the missing left hand
 
 
-def test_video_clips_reproduce_the_cached_clip(tmp_path):
+def test_video_clips_reproduce_the_cached_clip(video_cache):
     """Without jitter, decoding + the rebuilt extraction backbone give the cached maps (float16 storage aside)
     and the same logits: the two data paths agree."""
-    meta = read_cache_meta(extract_video_cache(tmp_path))
+    meta = read_cache_meta(video_cache)
     cached = CachedClips(path=meta.path, split_name="ntu120-xsub-train")
     index = default_index_path(cache_path=meta.path, dataset="ntu120")
     video = VideoClips(index_path=index, sample_ids=cached.sample_ids, spec=meta.clip_spec)

@@ -1,6 +1,6 @@
 """Data-parallel training: `torchrun` with 2 gloo processes on CPU reproduces single-process
-training on the same global batch (each rank takes its slice of every global batch, DDP averages the two half-batch gradients),
-and only rank 0 writes the run directory."""
+training on the same global batch (each rank takes its slice of every global batch, DDP averages the two
+half-batch gradients), and only rank 0 writes the run directory."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
-from test_data import write_toy_cache
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.fixtures.data_files import REPO_ROOT
+from tests.fixtures.feature_caches import write_toy_cache
+
+REPO = REPO_ROOT
 
 
 def _train_command(cache: str, out: Path) -> list[str]:
@@ -26,6 +29,7 @@ def _train_command(cache: str, out: Path) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one_process(tmp_path):
     cache = write_toy_cache(tmp_path / "toy.zarr", n=24).path  # 20 train clips, 2 of them carved for validation
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -51,7 +55,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     lines_one = [json.loads(line) for line in (single / "metrics.jsonl").read_text().splitlines()]
     lines_two = [json.loads(line) for line in (ddp / "metrics.jsonl").read_text().splitlines()]
     assert len(lines_two) == 2  # rank 0 alone writes the log
-    for a, b in zip(lines_one, lines_two):
+    for a, b in zip(lines_one, lines_two, strict=True):
         assert (
             abs(a["train.loss"] - b["train.loss"]) < 1e-5 and a["val.top1"] == b["val.top1"] and b["val.samples"] == 2
         )

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_data import TOY_BENCHMARK, write_toy_cache
 
 from pipeline.extraction.store import FeatureCache
 from pipeline.training.data import CachedClips
 from pipeline.training.distributed import DistContext
 from pipeline.training.sampling import WindowSampler
 from pipeline.training.setup import make_loader
+from tests.fixtures.feature_caches import TOY_BENCHMARK, write_toy_cache
 
 GROUPS = np.repeat(np.arange(10), [16, 16, 9, 16, 3, 16, 16, 12, 16, 16])  # units with some rows of another split
 

@@ -29,7 +29,7 @@ from pipeline.training.skeletons import (
     normalise,
     skeleton_features,
 )
-from tests.conftest import REAL_PENN_LABELS
+from tests.fixtures.data_files import REAL_PENN_LABELS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -14,12 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_data import (
-    TOY_BENCHMARK,
-    extract_video_cache,
-    toy_fingerprint,
-    write_toy_cache,
-)
 from typer.testing import CliRunner
 
 from cli import app
@@ -29,10 +23,16 @@ from pipeline.inference.evaluate import evaluate_checkpoint
 from pipeline.training.config import TrainConfig, load_config_file, resolve_config
 from pipeline.training.optimization import lr_factor
 from pipeline.training.splits import carve_validation
+from tests.fixtures.data_files import REPO_ROOT
+from tests.fixtures.feature_caches import (
+    TOY_BENCHMARK,
+    toy_fingerprint,
+    write_toy_cache,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 TINY_MODEL = ["--dim", "32", "--depth", "1", "--heads", "2"]
 
 
@@ -108,7 +108,7 @@ def test_warmup_then_cosine():
     factors = [lr_factor(step, total_steps=10, warmup_steps=2, schedule="cosine", min_ratio=0.1) for step in range(11)]
     assert factors[:2] == [0.5, 1.0]
     assert factors[2] == pytest.approx(1.0) and factors[10] == pytest.approx(0.1)
-    assert all(a >= b for a, b in zip(factors[1:], factors[2:]))  # monotone decay after warm-up
+    assert all(a >= b for a, b in zip(factors[1:], factors[2:], strict=False))  # monotone decay after warm-up
     assert lr_factor(7, total_steps=10, warmup_steps=0, schedule="none", min_ratio=0.0) == 1.0
 
 
@@ -205,8 +205,8 @@ def test_default_validation_never_touches_the_test_split(toy_cache_path, tmp_pat
     )
     assert result.exit_code == 0, result.output
     assert (
-        "validation (val.*, best.pt): 2 samples carved from split toy-xsub-train (0.1 of its performers, or of each class's samples)"
-        in result.output
+        "validation (val.*, best.pt): 2 samples carved from split toy-xsub-train "
+        "(0.1 of its performers, or of each class's samples)" in result.output
     )
     # The toy cache: 16 training samples of 16 performers (P000-P023), 8 test samples; 10 % of 16 performers -> 2.
     assert run_lines(out / "metrics.jsonl")[-1]["val.samples"] == 2
@@ -226,6 +226,7 @@ def _metrics_without_timing(path: Path) -> list[dict]:
     ]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_is_bit_identical(toy_cache_path, tmp_path):
     """A run killed with SIGKILL after its first checkpoint, resumed, equals an uninterrupted run bit for bit
     (cosine schedule, model dropout, flip and joint dropout, batches read by two DataLoader workers)."""
@@ -371,11 +372,6 @@ def test_resume_against_a_different_cache_lists_the_differing_keys(toy_cache_pat
 # ----------------------------------------------------------------------------------------------- end to end
 
 
-@pytest.fixture(scope="module")
-def video_cache(tmp_path_factory):
-    return extract_video_cache(tmp_path_factory.mktemp("video"))
-
-
 def test_end_to_end_fine_tune_on_cpu(video_cache, tmp_path):
     """Cache-stage run, then --end-to-end from it: video decoded by workers, layer4 unfrozen, checkpointing on."""
     cache_run = tmp_path / "cached"
@@ -405,7 +401,8 @@ def test_end_to_end_fine_tune_on_cpu(video_cache, tmp_path):
         cache_run / "last.pt",
         "--set",
         "unfreeze_from=layer4",
-        "--set", "activation_checkpointing=true",
+        "--set",
+        "activation_checkpointing=true",
         "--lr",
         1e-2,
         "--set",
