@@ -33,14 +33,16 @@ from benchmarks.crossmodal import SECTION as CROSSMODAL_SECTION
 from benchmarks.export import SECTION as EXPORT_SECTION
 from benchmarks.learning import SECTION as LEARNING_SECTION
 from benchmarks.penn import SECTION as PENN_SECTION
+from benchmarks.watch import SECTION as WATCH_SECTION
 
 HERE = Path(__file__).resolve().parent
 # learning.py and crossmodal.py train tens of models (an hour, and half of one, on 2 CPU cores): they run on their
 # own and write their own sections of RESULTS.md, which this runner keeps when it rewrites the file. penn.py needs
 # the Penn Action labels: it runs when `--penn PATH` names them, after the others, and writes its own section too.
 # export.py compares runtimes side by side and writes its own section (`python -m benchmarks.export`).
-NOT_BENCHMARKS = {"__init__", "__main__", "learning", "crossmodal", "penn", "export"}
-KEPT_SECTIONS = (LEARNING_SECTION, CROSSMODAL_SECTION, PENN_SECTION, EXPORT_SECTION)
+# watch.py (an hour of video through `star watch`, about 12 min) also writes its own section.
+NOT_BENCHMARKS = {"__init__", "__main__", "learning", "crossmodal", "penn", "export", "watch"}
+KEPT_SECTIONS = (LEARNING_SECTION, CROSSMODAL_SECTION, PENN_SECTION, EXPORT_SECTION, WATCH_SECTION)
 
 
 @dataclass(frozen=True)

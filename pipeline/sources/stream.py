@@ -110,12 +110,16 @@ class LiveStream(_Stream):
     def __iter__(self) -> Iterator[StreamFrame]:
         while True:
             with self._ready:
-                while not self._waiting and self._thread.is_alive():
+                while not self._waiting and self._thread.is_alive() and not self._stop.is_set():
                     self._ready.wait(0.1)
-                if not self._waiting:
+                if not self._waiting or self._stop.is_set():
                     return
                 frame = self._waiting.popleft()
             yield frame
+
+    def stop(self) -> None:
+        """End the iteration at the next frame or wait (safe from a signal handler)."""
+        self._stop.set()
 
     def close(self) -> None:
         self._stop.set()
