@@ -43,6 +43,7 @@ from pipeline.sources.pose import estimate_pose
 from pipeline.sources.pose.blazepose import NAME as ESTIMATOR
 from pipeline.sources.video import VideoInfo, probe_video
 from pipeline.training.checkpoints import is_skeleton_checkpoint
+from pipeline.training.classifier import mean_probabilities
 from pipeline.training.skeletons import SkeletonTransform, skeleton_spec
 
 POSE_SUFFIXES = (".skeleton", ".mat", ".npz", ".json")
@@ -190,7 +191,7 @@ class Recogniser:
         the mean of the softmax over the `test_clips` samplings, as `star evaluate` scores a clip."""
         clips = self.skeleton_transform.test_clips(skeleton, clips=int(self.state["config"].get("test_clips", 1)))
         logits = self.scorer.logits({"joints": clips})  # (K, classes): the K samplings as one batch
-        return torch.from_numpy(logits).softmax(dim=1).mean(dim=0)
+        return mean_probabilities(torch.from_numpy(logits), clips=len(clips))[0]
 
     def top(self, probabilities: torch.Tensor, k: int) -> list[ClassScore]:
         values, indices = probabilities.topk(min(k, probabilities.numel()))

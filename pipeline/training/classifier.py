@@ -39,10 +39,15 @@ class ClipClassifier(nn.Module):
         """(B, T, N, C) -> logits; (B, K, T, N, C), K samplings of each clip -> log of their mean probabilities."""
         if joints.dim() == 4:
             return self.star.forward_skeleton(joints)
-        batch, clips = joints.shape[:2]
-        logits = self.star.forward_skeleton(joints.flatten(0, 1)).float()  # (B * K, classes)
-        probabilities = logits.softmax(dim=-1).view(batch, clips, -1).mean(dim=1)  # (B, classes)
+        logits = self.star.forward_skeleton(joints.flatten(0, 1))  # (B * K, classes)
+        probabilities = mean_probabilities(logits, clips=joints.shape[1])  # (B, classes)
         return probabilities.clamp_min(torch.finfo(probabilities.dtype).tiny).log()
+
+
+def mean_probabilities(logits: torch.Tensor, *, clips: int) -> torch.Tensor:
+    """(B * K, classes) logits of K samplings per clip -> (B, classes): the mean of their softmax, how a skeleton
+    clip is scored (`star evaluate`, `star predict`, `star watch`)."""
+    return logits.float().softmax(dim=-1).view(-1, clips, logits.shape[-1]).mean(dim=1)
 
 
 def batch_to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
