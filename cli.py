@@ -420,25 +420,39 @@ _PoseOpt = Annotated[
 
 @app.command()
 def pose(
-    video: Annotated[Path, typer.Argument(help="A video file or a folder of frames.")],
+    videos: Annotated[list[Path], typer.Argument(help="Video files or folders of frames.", show_default=False)],
     out: Annotated[
         Path | None,
-        _Opt("--out", "-o", help="Pose file to write, .json or .npz [default: <video>.pose.json beside the video]."),
+        _Opt("--out", "-o", help="Pose file for one video, .json or .npz (default: <video>.pose.json beside it)."),
     ] = None,
+    out_dir: Annotated[Path | None, _Opt(help="Write each video's pose to DIR/<video name>.json.")] = None,
     layout: Annotated[
         str, _Opt(help="Joint layout to write: blazepose33 (the estimator's own), coco17, ntu25 or penn13.")
     ] = "blazepose33",
     persons: Annotated[int, _Opt(help="Person tracks to keep, most confident first.")] = 1,
     progress: Annotated[bool, _Opt(help="Progress bar on stderr.")] = True,
 ) -> None:
-    """Detect and track people (BlazePose) and write their joints as a pose file for folders and `star predict`."""
-    from pipeline.sources.layouts import builtin_layout
-    from pipeline.sources.pose import estimate_to_file
+    """Detect and track people (BlazePose) and write their joints as a pose file for folders and `star predict`.
 
-    path, estimate = estimate_to_file(
-        video, out=out, layout=builtin_layout(layout), persons=persons, show_progress=progress
+    Several videos run in one process: a video that fails is reported, the others are written, the exit code is 1.
+    """
+    from pipeline.sources.layouts import builtin_layout
+    from pipeline.sources.pose import estimate_to_files
+
+    results = estimate_to_files(
+        videos, out=out, out_dir=out_dir, layout=builtin_layout(layout), persons=persons, show_progress=progress
     )
-    typer.echo(f"wrote {path}: {estimate.summary()}")
+    failed = 0
+    for result in results:
+        if result.path is None:
+            failed += 1
+            typer.echo(result.message, err=True)
+        else:
+            typer.echo(f"wrote {result.path}: {result.message}")
+    if failed and len(videos) > 1:
+        typer.echo(f"{failed} of {len(videos)} videos failed; the poses of the others are written.", err=True)
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -319,10 +319,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(runs[-1]), flush=True)
     simple = baselines(cache_path, cfg)
     print(json.dumps(simple), flush=True)
-    steps = 2 if args.quick else 20
+    # quick: one repetition of 2 steps at a batch that the few test files fill twice
+    timing = {"steps": 2, "batch_size": 8, "reps": 1} if args.quick else {"steps": 20}
     speed = {
-        "reference model": training_speed(cache_path, model=REFERENCE_MODEL, streams=("joint",), steps=steps),
-        "recipe model": training_speed(cache_path, model=dict(cfg.model), streams=cfg.streams, steps=steps),
+        "reference model": training_speed(cache_path, model=REFERENCE_MODEL, streams=("joint",), **timing),
+        "recipe model": training_speed(cache_path, model=dict(cfg.model), streams=cfg.streams, **timing),
     }
     print(json.dumps(speed), flush=True)
 

@@ -22,6 +22,28 @@ import flows  # noqa: E402, F401 (sets Prefect's quiet, offline defaults before 
 from pipeline.sources.synthetic import generate_ntu_dataset, generate_penn_dataset
 from tests.fixtures.data_files import REAL_PENN_LABELS, real_penn_copy
 from tests.fixtures.feature_caches import extract_video_cache, train_tiny
+from tests.fixtures.prefect_server import PrefectServer
+
+PREFECT_SERVER = pytest.StashKey[PrefectServer]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One real Prefect server on 127.0.0.1 for the whole session, started before any worker: every flow run of the
+    tests (in process, in `star` subprocesses, on every xdist worker, which inherit PREFECT_API_URL) reports to it
+    instead of starting Prefect's embedded temporary server, about 10 s of CPU each time. The one test of the
+    embedded default removes PREFECT_API_URL from its subprocess."""
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller's server is already in its environment
+        return
+    server = PrefectServer(Path(os.environ["PREFECT_HOME"]))
+    os.environ["PREFECT_API_URL"] = server.api_url
+    config.stash[PREFECT_SERVER] = server
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    server = config.stash.get(PREFECT_SERVER, None)
+    if server is not None:
+        server.stop()
+        os.environ.pop("PREFECT_API_URL", None)
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ scheduled deployment served by `star schedule extract` and triggered with `prefe
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ import pytest
 from pipeline.extraction.cache_layout import SampleStatus
 from pipeline.extraction.store import FeatureCache
 from pipeline.sources.synthetic import generate_ntu_dataset
-from tests.fixtures.prefect_server import PrefectServer
+from tests.fixtures.prefect_server import prefect_env
 
 pytestmark = pytest.mark.slow
 
@@ -23,23 +24,22 @@ COMMON = ["--dataset", "ntu120", "--frames", "4", "--size", "64", "--weights", "
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    server = PrefectServer(tmp_path_factory.mktemp("prefect-home"))
-    yield server
-    server.stop()
+def server_env() -> dict[str, str]:
+    """The session's Prefect server (started by conftest.py), as the environment of the `star` subprocesses."""
+    return prefect_env(Path(os.environ["PREFECT_HOME"]), os.environ["PREFECT_API_URL"])
 
 
 def done_count(out: Path) -> int:
     return int(np.sum(FeatureCache.open(out).status() == SampleStatus.DONE))
 
 
-def test_dask_local_cluster_extracts_everything(server, tmp_path):
+def test_dask_local_cluster_extracts_everything(server_env, tmp_path):
     root = tmp_path / "ntu"
     generate_ntu_dataset(root, samples_per_class=2, actions=(23, 27), subjects=(1,), cameras=(1, 2))
     out = tmp_path / "cache.zarr"
     result = subprocess.run(
         [*STAR, "extract", *COMMON, "--root", str(root), "--out", str(out), "--dask-workers", "2"],
-        env=server.env,
+        env=server_env,
         capture_output=True,
         text=True,
         timeout=300,
@@ -48,7 +48,7 @@ def test_dask_local_cluster_extracts_everything(server, tmp_path):
     assert done_count(out) == 4
 
 
-def test_scheduled_deployment_extracts_new_samples(server, tmp_path):
+def test_scheduled_deployment_extracts_new_samples(server_env, tmp_path):
     root = tmp_path / "ntu"
     generate_ntu_dataset(root, samples_per_class=1, actions=(23, 27), subjects=(1,), cameras=(1,))
     out = tmp_path / "cache.zarr"
@@ -68,7 +68,7 @@ def test_scheduled_deployment_extracts_new_samples(server, tmp_path):
             "--name",
             "nightly-test",
         ],
-        env=server.env,
+        env=server_env,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -88,7 +88,7 @@ def test_scheduled_deployment_extracts_new_samples(server, tmp_path):
         while True:  # the deployment exists once the serve process has registered it
             listed = subprocess.run(
                 [sys.executable, "-m", "prefect", "deployment", "ls"],
-                env=server.env,
+                env=server_env,
                 capture_output=True,
                 text=True,
                 timeout=60,
@@ -97,13 +97,13 @@ def test_scheduled_deployment_extracts_new_samples(server, tmp_path):
                 break
             time.sleep(1)
         assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-        first = subprocess.run(run, env=server.env, capture_output=True, text=True, timeout=300)
+        first = subprocess.run(run, env=server_env, capture_output=True, text=True, timeout=300)
         assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
         assert done_count(out) == 2
         # New videos arrive; the next scheduled run extracts only them.
         generate_ntu_dataset(root, samples_per_class=2, actions=(23, 27, 80), subjects=(1, 3), cameras=(1,))
         before = FeatureCache.open(out).read(0)["local"]
-        second = subprocess.run(run, env=server.env, capture_output=True, text=True, timeout=300)
+        second = subprocess.run(run, env=server_env, capture_output=True, text=True, timeout=300)
         assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
         assert done_count(out) == 6
         assert np.array_equal(FeatureCache.open(out).read(0)["local"], before)

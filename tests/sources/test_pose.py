@@ -139,6 +139,37 @@ def test_star_pose_default_output_and_refusals(tmp_path):
     assert result.exit_code == 1 and str(broken) in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+def test_star_pose_on_several_videos_writes_each_and_reports_the_one_that_fails(tmp_path):
+    videos = [_write_video(tmp_path / f"{name}.avi", _real_frames(3, size=(480, 270))) for name in ("a", "b")]
+    empty = _write_video(tmp_path / "empty.avi", _nobody(3))
+    out = tmp_path / "poses"
+    result = CliRunner().invoke(app, ["pose", str(videos[0]), str(empty), str(videos[1]), "--out-dir", str(out)])
+    assert result.exit_code == 1, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "b.json"]
+    for video in videos:
+        np.testing.assert_array_equal(
+            read_pose_file(out / f"{video.stem}.json", layout=BLAZEPOSE33, persons=1),
+            read_pose_file(_single(video, tmp_path), layout=BLAZEPOSE33, persons=1),
+        )  # the same estimate as a run on that video alone: no tracking state carries over between videos
+    assert result.stderr.splitlines() == [
+        f"The pose estimator found nobody in the 3 frames of {empty}; nothing written.",
+        "1 of 3 videos failed; the poses of the others are written.",
+    ]
+    for args, message in [
+        ([str(videos[0]), str(videos[1]), "-o", str(tmp_path / "x.json")], "use --out-dir"),
+        ([str(videos[0]), str(tmp_path / "elsewhere" / "a.avi"), "--out-dir", str(out)], "the same pose file"),
+        ([str(videos[0]), "--out-dir", str(videos[1])], "is a file"),
+    ]:
+        result = CliRunner().invoke(app, ["pose", *args])
+        assert result.exit_code == 1 and message in result.stderr, (args, result.output)
+
+
+def _single(video: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "single" / f"{video.stem}.json"
+    assert CliRunner().invoke(app, ["pose", str(video), "-o", str(out)]).exit_code == 0
+    return out
+
+
 def test_without_mediapipe_the_error_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "mediapipe", None)  # what `import mediapipe` meets when it is not installed
     with pytest.raises(StarError, match=r"pip install 'star-action\[pose\]'"):

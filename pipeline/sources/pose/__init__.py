@@ -4,6 +4,22 @@
 BlazePose-33 into the other joint layouts, `estimate.py` ties them together and writes pose files.
 """
 
-from pipeline.sources.pose.estimate import EstimatedPose, PoseStore, estimate_pose, estimate_to_file, write_pose_file
+from pipeline.sources.pose.estimate import (
+    EstimatedPose,
+    PoseFileResult,
+    PoseStore,
+    estimate_pose,
+    estimate_to_files,
+    pose_outputs,
+    write_pose_file,
+)
 
-__all__ = ["EstimatedPose", "PoseStore", "estimate_pose", "estimate_to_file", "write_pose_file"]
+__all__ = [
+    "EstimatedPose",
+    "PoseStore",
+    "estimate_pose",
+    "PoseFileResult",
+    "estimate_to_files",
+    "pose_outputs",
+    "write_pose_file",
+]

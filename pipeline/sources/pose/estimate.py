@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,32 +139,72 @@ class PoseStore:
         write_atomically(self.folder / f"{key}.npz", lambda handle: np.savez_compressed(handle, keypoints=keypoints))
 
 
-def estimate_to_file(
-    video: Path,
+@dataclass(frozen=True)
+class PoseFileResult:
+    """What `estimate_to_files` did with one video: the pose file written, or why there is none."""
+
+    video: Path
+    path: Path | None  # None: nothing written
+    message: str  # the estimate's summary, or the one-line reason it failed
+
+
+def estimate_to_files(
+    videos: list[Path],
     *,
     out: Path | None = None,
+    out_dir: Path | None = None,
     layout: JointLayout = BLAZEPOSE33,
     persons: int = 1,
     show_progress: bool = True,
-) -> tuple[Path, EstimatedPose]:
-    """`star pose`: estimate the pose of `video` and write it to `out` (default `<video>.pose.json` beside it)."""
-    video = Path(video)
-    out = (
-        Path(out) if out is not None else video.with_name(f"{video.stem if video.is_file() else video.name}.pose.json")
-    )
-    _checked_output(out)  # refuse before minutes of estimation, not after
-    with progress_bar(
-        "estimating poses", unit="frames", enabled=show_progress and sys.stderr.isatty(), transient=True
-    ) as update:
-        pose = estimate_pose(
-            video,
-            layout=layout,
-            persons=persons,
-            progress=lambda done, total: update(completed=done, total=total),
-        )
-    if not pose.found:
-        raise StarError(
-            f"The pose estimator found nobody in the {pose.keypoints.shape[0]} frames of {video}; nothing written."
-        )
-    write_pose_file(out, pose, video=video)
-    return out, pose
+) -> Iterator[PoseFileResult]:
+    """`star pose`: estimate each video's pose and write it to its file (`pose_outputs`), one result per video as
+    it finishes. Wrong settings fail before the first video; a video that fails is reported and the rest go on."""
+    paths = pose_outputs(videos, out=out, out_dir=out_dir)
+    joint_recipe(source=BLAZEPOSE33, target=layout)
+    BlazePose(persons=persons)  # a missing MediaPipe or a wrong person count fails once, not once per video
+    for video, path in zip(map(Path, videos), paths, strict=True):
+        try:
+            with progress_bar(
+                f"estimating poses: {video.name}", unit="frames", enabled=show_progress and sys.stderr.isatty(),
+                transient=True,
+            ) as update:  # fmt: skip
+                pose = estimate_pose(
+                    video,
+                    layout=layout,
+                    persons=persons,
+                    progress=lambda done, total: update(completed=done, total=total),
+                )
+            if not pose.found:
+                frames = pose.keypoints.shape[0]
+                raise StarError(f"The pose estimator found nobody in the {frames} frames of {video}; nothing written.")
+            write_pose_file(path, pose, video=video)
+        except StarError as err:
+            yield PoseFileResult(video=video, path=None, message=str(err))
+        else:
+            yield PoseFileResult(video=video, path=path, message=pose.summary())
+
+
+def pose_outputs(videos: list[Path], *, out: Path | None = None, out_dir: Path | None = None) -> list[Path]:
+    """Where `star pose` writes the pose of each video: `out` (one video only), `<out_dir>/<name>.json`, or by
+    default `<name>.pose.json` beside the video, where name is a frame folder's name or a video file's stem. Every
+    name is checked before any estimation starts."""
+    videos = [Path(video) for video in videos]
+    if not videos:
+        raise StarError("Give at least one video.")
+    if out is not None and out_dir is not None:
+        raise StarError("Give either --out (one video) or --out-dir, not both.")
+    if out is not None and len(videos) > 1:
+        raise StarError(f"--out names one pose file, but {len(videos)} videos were given: use --out-dir.")
+    names = [video.name if video.is_dir() else video.stem for video in videos]
+    if out is not None:
+        paths = [Path(out)]
+    elif out_dir is not None:
+        if Path(out_dir).is_file():
+            raise StarError(f"--out-dir {out_dir} is a file: give a folder.")
+        paths = [Path(out_dir) / f"{name}.json" for name in names]
+    else:
+        paths = [video.with_name(f"{name}.pose.json") for video, name in zip(videos, names, strict=True)]
+    clashes = sorted({str(path) for path in paths if paths.count(path) > 1})
+    if clashes:
+        raise StarError(f"Several videos would write the same pose file: {', '.join(clashes)}.")
+    return [_checked_output(path) for path in paths]
