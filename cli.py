@@ -21,8 +21,12 @@ class _StarGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except StarError as err:
-            typer.echo(f"Error: {' '.join(str(err).split())}", err=True)  # one line, whatever the message holds
+            _echo_error(str(err))
             raise typer.Exit(1) from err
+
+
+def _echo_error(message: str) -> None:
+    typer.echo(f"Error: {' '.join(message.split())}", err=True)  # one line, whatever the message holds
 
 
 app = typer.Typer(
@@ -446,7 +450,7 @@ def pose(
     for result in results:
         if result.path is None:
             failed += 1
-            typer.echo(result.message, err=True)
+            _echo_error(result.message)
         else:
             typer.echo(f"wrote {result.path}: {result.message}")
     if failed and len(videos) > 1:

@@ -152,7 +152,7 @@ def test_star_pose_on_several_videos_writes_each_and_reports_the_one_that_fails(
             read_pose_file(_single(video, tmp_path), layout=BLAZEPOSE33, persons=1),
         )  # the same estimate as a run on that video alone: no tracking state carries over between videos
     assert result.stderr.splitlines() == [
-        f"The pose estimator found nobody in the 3 frames of {empty}; nothing written.",
+        f"Error: The pose estimator found nobody in the 3 frames of {empty}; nothing written.",
         "1 of 3 videos failed; the poses of the others are written.",
     ]
     for args, message in [
