@@ -28,17 +28,38 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torchvision.models.video import MC3_18_Weights, mc3_18
 
-KINETICS_WEIGHTS = MC3_18_Weights.KINETICS400_V1
-KINETICS_URL = KINETICS_WEIGHTS.url  # https://download.pytorch.org/models/mc3_18-a90a0ba3.pth
-KINETICS_FILENAME = KINETICS_URL.rsplit("/", 1)[-1]  # mc3_18-a90a0ba3.pth
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")  # the trunk, input to output: one attribute each
+
+# torchvision is imported where a backbone is built, not with this module: importing it loads all of its models and
+# torch._dynamo, which commands that never build a backbone (training and evaluating from a cache) need not pay for.
+
+
+def _mc3_18() -> nn.Module:
+    """torchvision's mc3_18, randomly initialised (weights are loaded from disk by the caller)."""
+    from torchvision.models.video import mc3_18
+
+    return mc3_18(weights=None)
+
+
+def kinetics_weights():
+    """torchvision's `MC3_18_Weights.KINETICS400_V1`: its URL names the checkpoint, its transforms hold mean and std."""
+    from torchvision.models.video import MC3_18_Weights
+
+    return MC3_18_Weights.KINETICS400_V1
+
+
+def kinetics_url() -> str:
+    return kinetics_weights().url  # https://download.pytorch.org/models/mc3_18-a90a0ba3.pth
+
+
+def kinetics_filename() -> str:
+    return kinetics_url().rsplit("/", 1)[-1]  # mc3_18-a90a0ba3.pth
 
 
 def kinetics_checkpoint_path() -> Path:
     """Where torch.hub keeps the Kinetics-400 MC3-18 checkpoint (moved by TORCH_HOME)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / KINETICS_FILENAME
+    return Path(torch.hub.get_dir()) / "checkpoints" / kinetics_filename()
 
 
 def weights_id(weights: str | Path | None) -> str:
@@ -46,7 +67,7 @@ def weights_id(weights: str | Path | None) -> str:
     if weights is None or weights == "random":
         return "random"
     if weights == "kinetics400":
-        return f"kinetics400:{KINETICS_FILENAME.removesuffix('.pth')}"
+        return f"kinetics400:{kinetics_filename().removesuffix('.pth')}"
     return f"file:{_sha256_prefix(Path(weights))}"
 
 
@@ -86,9 +107,9 @@ def _resolve_weights(weights: str | Path | None) -> tuple[dict[str, Tensor] | No
         path = kinetics_checkpoint_path()
         if not path.is_file():
             raise FileNotFoundError(
-                f"MC3-18 Kinetics-400 weights not found: expected {KINETICS_FILENAME} in {path.parent} "
+                f"MC3-18 Kinetics-400 weights not found: expected {path.name} in {path.parent} "
                 "(torch.hub.get_dir()/checkpoints; set TORCH_HOME to move it). Nothing is downloaded automatically: "
-                f"fetch {KINETICS_URL} and put it in that folder, or pass a state-dict path or 'random'."
+                f"fetch {kinetics_url()} and put it in that folder, or pass a state-dict path or 'random'."
             )
         return _read_state_dict(path), weights_id("kinetics400")
     path = Path(weights)
@@ -111,7 +132,7 @@ class MC3_18Backbone(nn.Module):
     def __init__(self, *, weights: str | Path | None = "kinetics400", trainable: bool = False) -> None:
         super().__init__()
         state, self.weights_id = _resolve_weights(weights)
-        net = mc3_18(weights=None)
+        net = _mc3_18()
         if state is not None:
             # The classifier (fc.*) is not part of the trunk; everything else must match exactly.
             trunk_state = {k: v for k, v in state.items() if not k.startswith("fc.")}
@@ -127,8 +148,9 @@ class MC3_18Backbone(nn.Module):
                 )
         self.stem, self.layer1, self.layer2, self.layer3, self.layer4 = (getattr(net, name) for name in STAGES)
         # Not persistent: they are constants of the preset, not learned state.
-        mean = torch.tensor(KINETICS_WEIGHTS.transforms().mean).view(1, 1, 3, 1, 1)
-        std = torch.tensor(KINETICS_WEIGHTS.transforms().std).view(1, 1, 3, 1, 1)
+        preset = kinetics_weights().transforms()
+        mean = torch.tensor(preset.mean).view(1, 1, 3, 1, 1)
+        std = torch.tensor(preset.std).view(1, 1, 3, 1, 1)
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
         self.trainable = trainable
@@ -144,7 +166,7 @@ class MC3_18Backbone(nn.Module):
     @staticmethod
     def parameter_count() -> int:
         """Parameters of the trunk (stem + layer1-4), without building a backbone or touching weights."""
-        net = mc3_18(weights=None)
+        net = _mc3_18()
         return sum(p.numel() for name, p in net.named_parameters() if name.split(".")[0] in STAGES)
 
     def forward(self, video: Tensor) -> tuple[Tensor, Tensor]:

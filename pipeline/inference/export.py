@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from model.backbone import KINETICS_WEIGHTS, MC3_18Backbone
+from model.backbone import MC3_18Backbone, kinetics_weights
 from model.tokens import joint_heatmaps, joints_to_cells
 from pipeline.core.errors import StarError
 from pipeline.core.files import write_atomically
@@ -331,7 +331,7 @@ def _preprocessing(state: dict[str, Any], *, kind: str) -> dict[str, Any]:
         "joints": "(x, y, confidence), mapped through the same crop and resize; confidence 0 = missing",
     }
     if kind == "video":
-        transforms = KINETICS_WEIGHTS.transforms()
+        transforms = kinetics_weights().transforms()
         steps["normalisation"] = (
             f"inside the model: RGB uint8 / 255, then Kinetics-400 mean {list(transforms.mean)} and std "
             f"{list(transforms.std)}; joints in input pixels"

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torchvision.models.video import mc3_18, r3d_18
 
-from model.backbone import KINETICS_FILENAME, KINETICS_URL, MC3_18Backbone
+from model.backbone import MC3_18Backbone, kinetics_filename, kinetics_url
 from pipeline.core.errors import StarError
 from pipeline.extraction.weights import load_backbone
 
@@ -102,10 +102,10 @@ def test_missing_kinetics_file_is_a_clear_error_not_a_download(offline_hub):
     with pytest.raises(StarError) as info:  # the pipeline's loader turns the model's FileNotFoundError into one line
         load_backbone("kinetics400")
     message = str(info.value)
-    assert KINETICS_FILENAME == "mc3_18-a90a0ba3.pth"
-    assert KINETICS_FILENAME in message
-    assert KINETICS_URL == "https://download.pytorch.org/models/mc3_18-a90a0ba3.pth"
-    assert KINETICS_URL in message
+    assert kinetics_filename() == "mc3_18-a90a0ba3.pth"
+    assert kinetics_filename() in message
+    assert kinetics_url() == "https://download.pytorch.org/models/mc3_18-a90a0ba3.pth"
+    assert kinetics_url() in message
     assert str(offline_hub) in message
     assert not offline_hub.exists() or not any(offline_hub.iterdir())
 
@@ -113,7 +113,7 @@ def test_missing_kinetics_file_is_a_clear_error_not_a_download(offline_hub):
 def test_kinetics_loads_from_hub_cache(offline_hub, saved_mc3_18):
     path, net = saved_mc3_18
     offline_hub.mkdir(parents=True)
-    (offline_hub / KINETICS_FILENAME).write_bytes(path.read_bytes())
+    (offline_hub / kinetics_filename()).write_bytes(path.read_bytes())
     backbone = MC3_18Backbone(weights="kinetics400")
     assert backbone.weights_id == "kinetics400:mc3_18-a90a0ba3"
     assert torch.equal(backbone.layer4[1].conv2[0].weight, net.layer4[1].conv2[0].weight)
