@@ -214,10 +214,12 @@ def extract_figures(output: str) -> list[Figure]:
         rss = result.get("peak_rss_mib")
         if rss and len(rss) == 2:
             (small, small_mib), (large, large_mib) = sorted(rss.items(), key=lambda item: int(item[0]))
+            at = result.get("rss_scale", {"size": 112, "frames": 16})
+            scale = f"{at['size']} px, T={at['frames']}"
             growth = large_mib / small_mib
             figures.append(
                 Figure(
-                    f"peak RSS {large} clips / {small} clips ({large_mib:.0f} vs {small_mib:.0f} MiB)",
+                    f"peak RSS {large} clips / {small} clips ({large_mib:.0f} vs {small_mib:.0f} MiB), {scale}",
                     f"{growth:.2f}",
                     "<= 1.10 (must not grow)",
                     _within(growth, 1.10, at_most=True),
@@ -280,13 +282,28 @@ BENCHMARKS: dict[str, Benchmark] = {
     "index": Benchmark(args=(), quick_args=("--files", "30", "--samples-per-class", "1"), figures=index_figures),
     "extract": Benchmark(
         args=("--json",),
-        quick_args=("--clips", "2", "--scales", "32:4:3", "--reps", "1", "--rss-clips", "2", "4", "--json"),
+        quick_args=(
+            "--clips",
+            "2",
+            "--scales",
+            "32:4:3",
+            "--reps",
+            "1",
+            "--rss-clips",
+            "2",
+            "4",
+            "--rss-scale",
+            "32:4",
+            "--json",
+        ),
         figures=extract_figures,
     ),
     "cache_size": Benchmark(
         args=(), quick_args=("--clips", "1", "--frames", "4", "--size", "32"), figures=cache_size_figures
     ),
-    "pose": Benchmark(args=(), quick_args=("--reps", "1", "--rcnn-frames", "1"), figures=pose_figures),
+    "pose": Benchmark(
+        args=(), quick_args=("--frames", "16", "--reps", "1", "--rcnn-frames", "1"), figures=pose_figures
+    ),
     "train": Benchmark(
         args=("--json",),
         quick_args=("--part", "loader", "--scales", "32:4", "--steps", "2", "--reps", "1", "--json"),

@@ -8,9 +8,10 @@
 (d) torchvision's Keypoint R-CNN (the alternative that needs no extra package but a 226 MB weights download) on
     a few full-HD frames with random weights, its box score threshold at 0 so the keypoint head runs on two boxes
     as it would on two people, frames/s.
-Each timing is the median of `--reps` alternating repetitions, after one warm-up.
+Each timing is the median of `--reps` alternating repetitions, after one warm-up. `--frames N` measures the
+first N frames only, re-encoded into a temporary MJPG copy (the quick smoke run's way to keep this part short).
 
-    python -m benchmarks.pose [--video PATH] [--reps 3] [--rcnn-frames 3] [--json FILE]
+    python -m benchmarks.pose [--video PATH] [--frames N] [--reps 3] [--rcnn-frames 3] [--json FILE]
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 import time
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -41,6 +44,17 @@ def _timed(function) -> float:
 
 def decode_all(video: Path) -> int:
     return sum(1 for _ in iter_frames(video))
+
+
+def first_frames_copy(video: Path, count: int, folder: Path) -> Path:
+    """The first `count` frames of `video` as an MJPG AVI in `folder`, at the source's size and frame rate."""
+    info = probe_video(video)
+    out = folder / f"{video.stem}-first{count}.avi"
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), info.fps, (info.width, info.height))
+    for _, frame in zip(range(count), iter_frames(video), strict=False):
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return out
 
 
 def extraction_seconds(video: Path, skeleton: np.ndarray, *, size: int, frames: int, backbone) -> float:
@@ -76,30 +90,25 @@ def keypoint_rcnn_fps(video: Path, count: int) -> float:
     return count / seconds
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--video", type=Path, default=REAL_CLIP)
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--rcnn-frames", type=int, default=3)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
+def measure(video: Path, *, reps: int, rcnn_frames: int) -> dict:
+    """Times every part on `video`, prints them, and returns the figures (also printed as one JSON line)."""
     warnings.filterwarnings("ignore", message="MC3_18Backbone uses RANDOM weights")
     from pipeline.extraction.weights import load_backbone
 
     backbone = load_backbone("random")
-    frames = decode_all(args.video)
-    skeleton = estimate_pose(args.video, layout=NTU25, persons=2).keypoints  # warm-up, and the crop's skeleton
+    frames = decode_all(video)
+    skeleton = estimate_pose(video, layout=NTU25, persons=2).keypoints  # warm-up, and the crop's skeleton
     times: dict[str, list[float]] = {k: [] for k in ("decode", "pose1", "pose2", "extract112", "extract224")}
-    for _ in range(args.reps):
-        times["decode"].append(_timed(lambda: decode_all(args.video)))
-        times["pose1"].append(estimate_pose(args.video, persons=1).seconds)
-        times["pose2"].append(estimate_pose(args.video, persons=2).seconds)
-        times["extract112"].append(extraction_seconds(args.video, skeleton, size=112, frames=16, backbone=backbone))
-        times["extract224"].append(extraction_seconds(args.video, skeleton, size=224, frames=16, backbone=backbone))
+    for _ in range(reps):
+        times["decode"].append(_timed(lambda: decode_all(video)))
+        times["pose1"].append(estimate_pose(video, persons=1).seconds)
+        times["pose2"].append(estimate_pose(video, persons=2).seconds)
+        times["extract112"].append(extraction_seconds(video, skeleton, size=112, frames=16, backbone=backbone))
+        times["extract224"].append(extraction_seconds(video, skeleton, size=224, frames=16, backbone=backbone))
     median = {k: statistics.median(v) for k, v in times.items()}
-    info = probe_video(args.video)
+    info = probe_video(video)
     result = {
-        "video": str(args.video), "frames": frames, "frame_size": [info.width, info.height],
+        "video": str(video), "frames": frames, "frame_size": [info.width, info.height],
         "torch_threads": torch.get_num_threads(),
         "decode_fps": frames / median["decode"],
         "pose_fps_1_person": frames / median["pose1"],
@@ -108,9 +117,9 @@ def main() -> None:
         "extract_seconds_224": median["extract224"],
         "pose_over_extract_112": median["pose1"] / median["extract112"],
         "pose_over_extract_224": median["pose1"] / median["extract224"],
-        "keypoint_rcnn_fps": keypoint_rcnn_fps(args.video, args.rcnn_frames),
+        "keypoint_rcnn_fps": keypoint_rcnn_fps(video, rcnn_frames),
     }  # fmt: skip
-    print(f"clip: {args.video.name}, {frames} frames at {info.width}x{info.height}; median of {args.reps} reps")
+    print(f"clip: {video.name}, {frames} frames at {info.width}x{info.height}; median of {reps} reps")
     print(f"decode only:                    {result['decode_fps']:7.1f} frames/s")
     print(
         f"BlazePose, 1 person (+decode):  {result['pose_fps_1_person']:7.1f} frames/s "
@@ -124,6 +133,22 @@ def main() -> None:
         )
     print(f"Keypoint R-CNN (random weights, 1080p, 2 boxes): {result['keypoint_rcnn_fps']:.2f} frames/s")
     print(json.dumps(result))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--video", type=Path, default=REAL_CLIP)
+    parser.add_argument("--frames", type=int, help="measure only the first N frames (at least 16, the clip length)")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--rcnn-frames", type=int, default=3)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if args.frames is not None and args.frames < 16:
+        parser.error("--frames must be at least 16: the extraction part reads a 16-frame clip")
+    with tempfile.TemporaryDirectory() as tmp:
+        video = args.video if args.frames is None else first_frames_copy(args.video, args.frames, Path(tmp))
+        result = measure(video, reps=args.reps, rcnn_frames=args.rcnn_frames)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 
