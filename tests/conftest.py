@@ -22,7 +22,7 @@ import flows  # noqa: E402, F401 (sets Prefect's quiet, offline defaults before 
 from pipeline.sources.synthetic import generate_ntu_dataset, generate_penn_dataset
 from tests.fixtures.data_files import REAL_PENN_LABELS, real_penn_copy
 from tests.fixtures.feature_caches import extract_video_cache, train_tiny
-from tests.fixtures.prefect_server import PrefectServer
+from tests.fixtures.prefect_server import PrefectServer, wait_until_healthy
 
 PREFECT_SERVER = pytest.StashKey[PrefectServer]()
 
@@ -31,9 +31,15 @@ def pytest_configure(config: pytest.Config) -> None:
     """One real Prefect server on 127.0.0.1 for the whole session, started before any worker: every flow run of the
     tests (in process, in `star` subprocesses, on every xdist worker, which inherit PREFECT_API_URL) reports to it
     instead of starting Prefect's embedded temporary server, about 10 s of CPU each time. The one test of the
-    embedded default removes PREFECT_API_URL from its subprocess."""
+    embedded default removes PREFECT_API_URL from its subprocess. It migrates its new database while the workers
+    start and collect; `prefect_server` waits for it before the first test."""
     if hasattr(config, "workerinput"):  # an xdist worker: the controller's server is already in its environment
         return
+    workers = getattr(config.option, "numprocesses", None)
+    if isinstance(workers, int) and workers > 1:
+        # The cores shared out among the workers, inherited by them and their subprocesses: more threads than cores
+        # only wait for each other.
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
     server = PrefectServer(Path(os.environ["PREFECT_HOME"]))
     os.environ["PREFECT_API_URL"] = server.api_url
     config.stash[PREFECT_SERVER] = server
@@ -44,6 +50,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if server is not None:
         server.stop()
         os.environ.pop("PREFECT_API_URL", None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_server() -> None:
+    """The session's Prefect server answers before any test runs (in each xdist worker, or the one process)."""
+    wait_until_healthy(os.environ["PREFECT_API_URL"], Path(os.environ["PREFECT_HOME"]) / "server.log")
 
 
 @pytest.fixture(scope="session")
@@ -105,6 +117,12 @@ def video_checkpoint(video_cache: str, tmp_path_factory: pytest.TempPathFactory)
     """`train_tiny` on `video_cache` (benchmark ntu120-xsub) once per session: its last.pt. Do not modify."""
     with single_thread():
         return train_tiny(video_cache, tmp_path_factory.mktemp("video_run") / "run", benchmark="ntu120-xsub")
+
+
+@pytest.fixture(scope="session")
+def video_run(video_cache: str, video_checkpoint: Path) -> tuple[Path, str, Path]:
+    """(the generated NTU root, `video_cache`, `video_checkpoint`): where predict and export tests start."""
+    return Path(video_cache).parent / "ntu", video_cache, video_checkpoint
 
 
 @pytest.fixture
