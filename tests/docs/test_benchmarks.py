@@ -1,4 +1,7 @@
-"""Every benchmark's quick mode runs to the end and yields its figures (a smoke test: no figure is judged here)."""
+"""Every benchmark's quick mode runs to the end and yields its figures (a smoke test: no figure is judged here).
+
+`star bench` runs its benchmarks as subprocesses, as a user does; the benchmarks that write their own section run
+in this process through their `main(argv)`, which is what `python -m benchmarks.NAME ARGS` calls."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import crossmodal, learning, penn
 from benchmarks.__main__ import BENCHMARKS, discover, machine, write_results
 from benchmarks.crossmodal import SECTION as CROSSMODAL_SECTION
 from benchmarks.learning import SECTION as LEARNING_SECTION
@@ -39,18 +43,8 @@ def test_star_bench_quick_runs_every_benchmark_and_finds_every_figure(tmp_path):
 def test_learning_benchmark_quick_mode_writes_its_section(tmp_path):
     out = tmp_path / "RESULTS.md"
     out.write_text("# earlier results\n\nkept as they are\n")
-    result = _run(
-        "-m",
-        "benchmarks.learning",
-        "--quick",
-        "--workdir",
-        str(tmp_path / "work"),
-        "--out",
-        str(out),
-        "--json",
-        str(tmp_path / "runs.json"),
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    work, runs_json = tmp_path / "work", tmp_path / "runs.json"
+    assert learning.main(["--quick", "--workdir", str(work), "--out", str(out), "--json", str(runs_json)]) == 0
     text = out.read_text()
     assert text.startswith("# earlier results") and LEARNING_SECTION in text
     runs = json.loads((tmp_path / "runs.json").read_text())["results"]
@@ -61,18 +55,8 @@ def test_learning_benchmark_quick_mode_writes_its_section(tmp_path):
 def test_crossmodal_benchmark_quick_mode_writes_its_section_and_the_runner_keeps_it(tmp_path):
     out = tmp_path / "RESULTS.md"
     out.write_text(f"# earlier results\n\n{LEARNING_SECTION}\n\nkept\n")
-    result = _run(
-        "-m",
-        "benchmarks.crossmodal",
-        "--quick",
-        "--workdir",
-        str(tmp_path / "work"),
-        "--out",
-        str(out),
-        "--json",
-        str(tmp_path / "runs.json"),
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    work, runs_json = tmp_path / "work", tmp_path / "runs.json"
+    assert crossmodal.main(["--quick", "--workdir", str(work), "--out", str(out), "--json", str(runs_json)]) == 0
     text = out.read_text()
     assert text.startswith("# earlier results") and LEARNING_SECTION in text and CROSSMODAL_SECTION in text
     assert "`star explain` on the held-out clip" in text and "A001_rgb.avi (drink water)" in text
@@ -87,25 +71,10 @@ def test_crossmodal_benchmark_quick_mode_writes_its_section_and_the_runner_keeps
 
 
 def test_penn_benchmark_quick_mode_on_the_real_test_files_writes_its_section(tmp_path):
-    from benchmarks.penn import ABLATION_SECTION, SECTION
-
     out = tmp_path / "RESULTS.md"
     out.write_text("# earlier results\n")
-    root = REPO / "tests" / "data" / "penn_action"
-    result = _run(
-        "-m",
-        "benchmarks.penn",
-        "--root",
-        str(root),
-        "--quick",
-        "--workdir",
-        str(tmp_path / "work"),
-        "--out",
-        str(out),
-        "--json",
-        str(tmp_path / "penn.json"),
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    common = ["--root", str(REPO / "tests" / "data" / "penn_action"), "--quick", "--workdir", str(tmp_path / "work")]
+    assert penn.main([*common, "--out", str(out), "--json", str(tmp_path / "penn.json")]) == 0
     figures = json.loads((tmp_path / "penn.json").read_text())
     assert 0.0 <= figures["runs"][0]["top1"] <= 1.0 and set(figures["baselines"]) == {
         "logistic regression",
@@ -113,19 +82,7 @@ def test_penn_benchmark_quick_mode_on_the_real_test_files_writes_its_section(tmp
     }
     assert all(speed["loader"] > 0 and speed["in_memory"] > 0 for speed in figures["speed"].values())
     text = out.read_text()
-    assert SECTION in text and "| logistic regression on normalised joint trajectories |" in text
-    result = _run(
-        "-m",
-        "benchmarks.penn",
-        "--root",
-        str(root),
-        "--quick",
-        "--ablations",
-        "--workdir",
-        str(tmp_path / "work"),
-        "--out",
-        str(out),
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert penn.SECTION in text and "| logistic regression on normalised joint trajectories |" in text
+    assert penn.main([*common, "--ablations", "--out", str(out)]) == 0
     text = out.read_text()
-    assert SECTION in text and ABLATION_SECTION in text and "| no augmentation |" in text
+    assert penn.SECTION in text and penn.ABLATION_SECTION in text and "| no augmentation |" in text

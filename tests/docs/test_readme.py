@@ -23,11 +23,12 @@ README = REPO / "README.md"
 SKIP = re.compile(r"<!-- readme-test: skip (.+?) -->")
 # The tiny variant: options appended to each command (the last occurrence of an option wins).
 TINY = {
-    "extract": ["--frames", "4", "--size", "32", "--device", "cpu"],
-    "train": ["--epochs", "1", "--batch-size", "2", "--workers", "0", "--device", "cpu"],
-    "evaluate": ["--workers", "0", "--device", "cpu"],
-    "predict": ["--device", "cpu"],
-    "explain": ["--device", "cpu"],
+    "star extract": ["--frames", "4", "--size", "32", "--device", "cpu"],
+    "star train": ["--epochs", "1", "--batch-size", "2", "--workers", "0", "--device", "cpu"],
+    "star evaluate": ["--workers", "0", "--device", "cpu"],
+    "star predict": ["--device", "cpu"],
+    "star explain": ["--device", "cpu"],
+    "python examples/make_dataset.py": ["--frames", "16"],
 }
 
 
@@ -69,11 +70,12 @@ def star_commands(block: Block) -> list[list[str]]:
 
 
 def tiny(line: str) -> str:
-    """The line with the tiny options appended to its `star COMMAND`, before any comment."""
-    match = re.match(r"^(\s*star (\w+)\b[^#]*?)(\s*#.*)?$", line)
-    if not match or match.group(2) not in TINY:
-        return line
-    return f"{match.group(1)} {' '.join(TINY[match.group(2)])}{match.group(3) or ''}"
+    """The line with the tiny options appended to its command, before any comment."""
+    for command, options in TINY.items():
+        match = re.match(rf"^(\s*{re.escape(command)}(?![\w-])[^#]*?)(\s*#.*)?$", line)
+        if match:
+            return f"{match.group(1)} {' '.join(options)}{match.group(2) or ''}"
+    return line
 
 
 def _parse(args: list[str]) -> None:

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,17 @@ COMMON = ["--dataset", "ntu120", "--frames", "4", "--size", "64", "--weights", "
 def server_env() -> dict[str, str]:
     """The session's Prefect server (started by conftest.py), as the environment of the `star` subprocesses."""
     return prefect_env(Path(os.environ["PREFECT_HOME"]), os.environ["PREFECT_API_URL"])
+
+
+def deployment_exists(api_url: str, name: str) -> bool:
+    """Whether the server knows the deployment FLOW/NAME (its REST API answers 404 until it is registered)."""
+    try:
+        with urllib.request.urlopen(f"{api_url}/deployments/name/{name}", timeout=5) as response:
+            return response.status == 200
+    except urllib.error.HTTPError as err:
+        if err.code == 404:
+            return False
+        raise
 
 
 def done_count(out: Path) -> int:
@@ -85,17 +98,10 @@ def test_scheduled_deployment_extracts_new_samples(server_env, tmp_path):
             "240",
         ]
         deadline = time.monotonic() + 90
-        while True:  # the deployment exists once the serve process has registered it
-            listed = subprocess.run(
-                [sys.executable, "-m", "prefect", "deployment", "ls"],
-                env=server_env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            if "nightly-test" in listed.stdout or time.monotonic() > deadline or serve.poll() is not None:
+        while not deployment_exists(server_env["PREFECT_API_URL"], "star-extract/nightly-test"):
+            if time.monotonic() > deadline or serve.poll() is not None:  # registered by the serve process
                 break
-            time.sleep(1)
+            time.sleep(0.5)
         assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
         first = subprocess.run(run, env=server_env, capture_output=True, text=True, timeout=300)
         assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]

@@ -25,11 +25,9 @@ from pipeline.training.data import CachedClips
 from pipeline.training.loop import train
 from pipeline.training.skeletons import SkeletonTransform, skeleton_spec
 from tests.fixtures.data_files import real_penn_copy
-from tests.fixtures.feature_caches import extract_video_cache
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = {"dim": 32, "depth": 1, "heads": 2}
 SAMPLE = "S001C002P003R001A023"  # subject 3: xsub test
 
 
@@ -39,15 +37,6 @@ def _star(*args):
 
 def _train(overrides: dict, *, preset: str | None = None) -> None:
     train(resolve_config(overrides={"epochs": 1, "workers": 0, **overrides}, preset=preset), show_progress=False)
-
-
-@pytest.fixture(scope="module")
-def video_run(tmp_path_factory):
-    """A cache extracted for real (random-weight MC3-18, T = 4, 32 px) and a tiny checkpoint trained on it."""
-    folder = tmp_path_factory.mktemp("video")
-    cache = extract_video_cache(folder)
-    _train({"cache": cache, "out": str(folder / "run"), "batch_size": 2, "benchmark": "ntu120-xsub", "model": TINY})
-    return folder / "ntu", cache, folder / "run" / "last.pt"
 
 
 @pytest.fixture(scope="module")

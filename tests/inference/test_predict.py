@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,17 +23,12 @@ from tests.fixtures.feature_caches import train_tiny
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def ntu_run(video_cache, video_checkpoint):
-    return Path(video_cache).parent / "ntu", video_cache, video_checkpoint
-
-
 def _star(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def test_predict_ntu_skeleton_equals_the_model_on_the_cached_clip(ntu_run):
-    root, cache, checkpoint = ntu_run
+def test_predict_ntu_skeleton_equals_the_model_on_the_cached_clip(video_run):
+    root, cache, checkpoint = video_run
     sample = "S001C002P003R001A023"  # subject 3: xsub test
     video = root / "nturgb+d_rgb" / f"{sample}_rgb.avi"
     skeleton = root / "nturgb+d_skeletons" / f"{sample}.skeleton"
@@ -66,8 +60,8 @@ def test_predict_ntu_skeleton_equals_the_model_on_the_cached_clip(ntu_run):
     assert text.exit_code == 0 and len(text.output.strip().splitlines()) == 4 and "1. " in text.output
 
 
-def test_predict_custom_npz_pose_and_pose_errors(ntu_run, tmp_path):
-    root, _, checkpoint = ntu_run
+def test_predict_custom_npz_pose_and_pose_errors(video_run, tmp_path):
+    root, _, checkpoint = video_run
     sample = "S001C002P003R001A023"
     video = root / "nturgb+d_rgb" / f"{sample}_rgb.avi"
     info = probe_video(video)
@@ -93,7 +87,7 @@ def test_predict_custom_npz_pose_and_pose_errors(ntu_run, tmp_path):
         predict(video=video, pose=thirteen, checkpoint=checkpoint)
 
 
-def test_predict_penn_frames_and_mat(ntu_run, tmp_path):
+def test_predict_penn_frames_and_mat(video_run, tmp_path):
     root = tmp_path / "Penn_Action"
     generate_penn_dataset(root, videos_per_class=2, frame_size=(96, 72), seed=0)
     cache = tmp_path / "penn.zarr"
@@ -111,7 +105,7 @@ def test_predict_penn_frames_and_mat(ntu_run, tmp_path):
     assert len(names) == 15 and len(prediction.top) == 3
     assert all(score.class_name == names[score.class_id] for score in prediction.top)
     assert prediction.top[0].probability >= prediction.top[-1].probability
-    ntu_root = ntu_run[0]
+    ntu_root = video_run[0]
     with pytest.raises(
         StarError, match="has 25 joints per person, but the model was trained on the 13-joint layout 'penn13'"
     ):
@@ -122,12 +116,12 @@ def test_predict_penn_frames_and_mat(ntu_run, tmp_path):
         )
 
 
-def test_predict_maps_ntu_colour_coordinates_to_a_downscaled_video(ntu_run, tmp_path):
+def test_predict_maps_ntu_colour_coordinates_to_a_downscaled_video(video_run, tmp_path):
     """The same .skeleton next to a half-size copy of the video: the joints land on the same body parts."""
     from pipeline.sources.synthetic import write_video
     from pipeline.sources.video import read_frames
 
-    root, _, checkpoint = ntu_run
+    root, _, checkpoint = video_run
     sample = "S001C002P003R001A023"
     video = root / "nturgb+d_rgb" / f"{sample}_rgb.avi"
     skeleton = root / "nturgb+d_skeletons" / f"{sample}.skeleton"
