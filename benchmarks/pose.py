@@ -11,7 +11,7 @@
 Each timing is the median of `--reps` alternating repetitions, after one warm-up. `--frames N` measures the
 first N frames only, re-encoded into a temporary MJPG copy (the quick smoke run's way to keep this part short).
 
-    python -m benchmarks.pose [--video PATH] [--frames N] [--reps 3] [--rcnn-frames 3] [--json FILE]
+    python -m benchmarks.pose [--video PATH] [--frames N] [--reps 3] [--rcnn-frames 3 (0: skip)] [--json FILE]
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def measure(video: Path, *, reps: int, rcnn_frames: int) -> dict:
         "extract_seconds_224": median["extract224"],
         "pose_over_extract_112": median["pose1"] / median["extract112"],
         "pose_over_extract_224": median["pose1"] / median["extract224"],
-        "keypoint_rcnn_fps": keypoint_rcnn_fps(video, rcnn_frames),
+        "keypoint_rcnn_fps": keypoint_rcnn_fps(video, rcnn_frames) if rcnn_frames > 0 else None,
     }  # fmt: skip
     print(f"clip: {video.name}, {frames} frames at {info.width}x{info.height}; median of {reps} reps")
     print(f"decode only:                    {result['decode_fps']:7.1f} frames/s")
@@ -131,7 +131,8 @@ def measure(video: Path, *, reps: int, rcnn_frames: int) -> dict:
             f"MC3-18 extraction, T 16, {size} px: {median[f'extract{size}']:.2f} s per clip; estimating the clip's "
             f"pose takes {result[f'pose_over_extract_{size}']:.1f}x that"
         )
-    print(f"Keypoint R-CNN (random weights, 1080p, 2 boxes): {result['keypoint_rcnn_fps']:.2f} frames/s")
+    if result["keypoint_rcnn_fps"] is not None:
+        print(f"Keypoint R-CNN (random weights, 1080p, 2 boxes): {result['keypoint_rcnn_fps']:.2f} frames/s")
     print(json.dumps(result))
     return result
 
@@ -141,7 +142,7 @@ def main() -> None:
     parser.add_argument("--video", type=Path, default=REAL_CLIP)
     parser.add_argument("--frames", type=int, help="measure only the first N frames (at least 16, the clip length)")
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--rcnn-frames", type=int, default=3)
+    parser.add_argument("--rcnn-frames", type=int, default=3, help="0 skips the Keypoint R-CNN part")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.frames is not None and args.frames < 16:
