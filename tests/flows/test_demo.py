@@ -1,6 +1,6 @@
 """`star demo` end to end in a reduced configuration: the real Prefect flow, training loop and report writer.
 
-One demo run (4 classes, 16 clips each, 32 px, T = 8, 30 epochs: tens of seconds) is checked three ways: it learns
+One demo run (4 classes, 16 clips each, 32 px, T = 4, 30 epochs: tens of seconds) is checked three ways: it learns
 (held-out top-1 of last.pt), its report folder is complete and consistent (every file, PNG sizes, metrics that
 agree with the evaluation and the explanation), and a second run reuses the dataset, index, cache and model.
 """
@@ -29,6 +29,7 @@ from pipeline.sources.layouts import NTU25
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
+FRAMES = 4  # held-out top-1 91.7 % with seed 0 (the test's), 83.3 % with seeds 1 and 2; at T = 8 twice the time
 REDUCED = [
     "--samples-per-class",
     "16",
@@ -39,7 +40,7 @@ REDUCED = [
     "--size",
     "32",
     "--frames",
-    "8",
+    str(FRAMES),
     "--frame-width",
     "96",
 ]
@@ -107,7 +108,7 @@ def test_demo_writes_the_whole_report(demo_runs):
 
     explanation = json.loads((report / "explain.json").read_text())
     (model,) = explanation["models"]
-    assert len(model["scores"]) == len(explanation["frame_indices"]) == 8
+    assert len(model["scores"]) == len(explanation["frame_indices"]) == FRAMES
     assert abs(sum(model["scores"]) - 1) < 1e-5
     assert metrics["explained_clip"]["models"][0]["scores"] == model["scores"]
     assert explanation["video"].endswith(f"{metrics['explained_clip']['sample_id']}_rgb.avi")
@@ -116,7 +117,7 @@ def test_demo_writes_the_whole_report(demo_runs):
     read_png(report / "per_class_accuracy.png", per_class_accuracy_size(len(evaluation["per_class"])))
     joints = read_pose(explanation["pose"], layout=NTU25, persons=2, frame_size=(96, 54))[explanation["frame_indices"]]
     aspect = box_aspect(skeleton_box(joints, width=96, height=54))
-    read_png(report / "frame_importance.png", frame_importance_size(frames=8, series=1, aspect=aspect))
+    read_png(report / "frame_importance.png", frame_importance_size(frames=FRAMES, series=1, aspect=aspect))
     read_png(report / "confusion.png")
 
     text = (report / "report.md").read_text()
