@@ -12,39 +12,36 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from cli import app
 from tests.fixtures.data_files import REPO_ROOT
 from tests.fixtures.feature_caches import write_toy_cache
 
 REPO = REPO_ROOT
 
 
-def _train_command(cache: str, out: Path) -> list[str]:
+def _train_args(cache: str, out: Path) -> list[str]:
     # Model dropout is off: each rank draws its own dropout masks. Augmentation stays on: its draws depend
     # on (seed, epoch, sample) only, so both runs see the same augmented clips.
     return [
-        "-m", "cli", "train", "--from-cache", cache, "--out", str(out), "--epochs", "2", "--batch-size", "4",
+        "train", "--from-cache", cache, "--out", str(out), "--epochs", "2", "--batch-size", "4",
         "--set", "optimizer=sgd", "--lr", "0.05", "--set", "hflip=0.5", "--set", "joint_dropout=0.2", "--workers", "1",
         "--dim", "32", "--depth", "1", "--heads", "2", "--set", "dropout=0", "--no-progress",
     ]  # fmt: skip
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")  # the ranks below run with one thread each, like this process
 def test_two_gloo_processes_match_one_process(tmp_path):
     cache = write_toy_cache(tmp_path / "toy.zarr", n=24).path  # 20 train clips, 2 of them carved for validation
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     single, ddp = tmp_path / "single", tmp_path / "ddp"
-    subprocess.run(
-        [sys.executable, *_train_command(cache, single)],
-        cwd=REPO,
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    result = CliRunner().invoke(app, _train_args(cache, single))
+    assert result.exit_code == 0, result.output
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "cli"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [*launch, *_train_command(cache, ddp)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+        [*launch, *_train_args(cache, ddp)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr[-3000:]
 
