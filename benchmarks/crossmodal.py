@@ -57,7 +57,7 @@ def prepare_data(workdir: Path, *, quick: bool, device: str) -> tuple[Any, str]:
     from pipeline.extraction.extract import ExtractConfig, extract
     from pipeline.sources.synthetic import generate_ntu_dataset
 
-    smoke = {"samples_per_class": 4, "epochs": 2, "size": 32, "frames": 4} if quick else {}
+    smoke = {"samples_per_class": 4, "epochs": 2, "size": 32, "frames": 4, "frame_size": (96, 54)} if quick else {}
     cfg = DemoConfig(workdir=workdir, actions=MOTION_CLASSES + appearance_classes(), **smoke)
     marker = cfg.dataset_dir / "benchmark-dataset.json"
     if not marker.is_file():

@@ -27,7 +27,6 @@ from pipeline.inference.timeline import EventMerger
 from pipeline.inference.watch import WatchConfig, watch
 from pipeline.sources.layouts import NTU25
 from pipeline.sources.pose import estimate_pose
-from pipeline.sources.synthetic import generate_ntu_dataset
 from pipeline.training.config import resolve_config
 from pipeline.training.loop import train
 
@@ -51,16 +50,15 @@ def real_video(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory) -> dict[str, Path]:
-    """Every kind `star train` writes, tiny, on NTU-25 joints: modality both, rgb, pose (feature cache; T 4, 32 px)
-    and a skeleton-cache model."""
+def checkpoints(video_cache, tmp_path_factory) -> dict[str, Path]:
+    """Every kind `star train` writes, tiny, on NTU-25 joints: modality both, rgb, pose (the session's feature cache;
+    T 4, 32 px) and a skeleton-cache model of the same videos."""
     folder = tmp_path_factory.mktemp("runs")
-    generate_ntu_dataset(
-        folder / "ntu", samples_per_class=4, actions=(23, 27), subjects=(1, 3), cameras=(1, 2), frame_size=(96, 54)
-    )
-    common = dict(dataset="ntu120", root=folder / "ntu", frames=4, size=32, weights="random", unit_size=4, workers=1)
-    assert extract(ExtractConfig(out=str(folder / "maps.zarr"), **common)).exit_code == 0
-    assert extract(ExtractConfig(out=str(folder / "skeletons.zarr"), modality="pose", **common)).exit_code == 0
+    root = Path(video_cache).parent / "ntu"
+    skeletons = ExtractConfig(dataset="ntu120", root=root, out=str(folder / "skeletons.zarr"), frames=4, size=32,
+                              modality="pose", unit_size=4, workers=1)  # fmt: skip
+    assert extract(skeletons).exit_code == 0
+    caches = {"maps": video_cache, "skeletons": skeletons.out}
     runs = {}
     for name, cache, model in (
         ("both", "maps", {}),
@@ -70,7 +68,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     ):
         cfg = resolve_config(
             overrides={
-                "cache": str(folder / f"{cache}.zarr"),
+                "cache": caches[cache],
                 "out": str(folder / name),
                 "epochs": 1,
                 "batch_size": 2,
