@@ -55,7 +55,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def prefect_server() -> None:
     """The session's Prefect server answers before any test runs (in each xdist worker, or the one process)."""
-    wait_until_healthy(os.environ["PREFECT_API_URL"], Path(os.environ["PREFECT_HOME"]) / "server.log")
+    wait_until_healthy(os.environ["PREFECT_API_URL"], Path(os.environ["PREFECT_HOME"]))
 
 
 @pytest.fixture(scope="session")
