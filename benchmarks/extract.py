@@ -6,10 +6,9 @@
     per-repetition ratios. The process's backbone is built once before (a warm-up extraction, reported), as in
     a long run. The pipeline can beat the bound: it decodes while the backbone runs;
 (b) bytes per clip on disk, float16 (lossless zstd) and 8-bit;
-(c) peak RSS of an extraction of 10 vs. 100 clips (a fresh process each) at 112 px, T 16 (`--rss-scale`).
+(c) peak RSS of an extraction of 10 vs. 100 clips (a fresh process each).
 
     python -m benchmarks.extract [--clips 12] [--reps 3] [--scales 64:8:48 112:16:16 224:16] [--rss-clips 10 100]
-                                 [--rss-scale 112:16]
 """
 
 from __future__ import annotations
@@ -134,19 +133,18 @@ import resource, sys, warnings
 from pathlib import Path
 from pipeline.extraction.extract import ExtractConfig, extract
 warnings.simplefilter("ignore")
-root, out, index, limit, size, frames = sys.argv[1:7]
-summary = extract(ExtractConfig(dataset="ntu120", root=Path(root), out=out, index=Path(index), size=int(size),
-                                frames=int(frames), weights="random", limit=int(limit)))
+root, out, index, limit = sys.argv[1:5]
+summary = extract(ExtractConfig(dataset="ntu120", root=Path(root), out=out, index=Path(index), size=112,
+                                weights="random", limit=int(limit)))
 assert summary.done == int(limit), summary.format()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
-def peak_rss(root: Path, work: Path, clips: int, size: int, frames: int) -> float:
+def peak_rss(root: Path, work: Path, clips: int) -> float:
     out = work / f"rss-{clips}.zarr"
-    index = work / "ntu120-index.h5"
     result = subprocess.run(
-        [sys.executable, "-c", RSS_SCRIPT, str(root), str(out), str(index), str(clips), str(size), str(frames)],
+        [sys.executable, "-c", RSS_SCRIPT, str(root), str(out), str(work / "ntu120-index.h5"), str(clips)],
         capture_output=True,
         text=True,
         check=True,
@@ -167,7 +165,6 @@ def main() -> None:
     )
     parser.add_argument("--reps", type=int, default=3, help="side-by-side repetitions of bound and pipeline")
     parser.add_argument("--rss-clips", type=int, nargs=2, default=[10, 100], help="0 0 skips the RSS part")
-    parser.add_argument("--rss-scale", default="112:16", metavar="SIZE:FRAMES", help="clips of the RSS part")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -179,9 +176,7 @@ def main() -> None:
             "threads": torch.get_num_threads(),
             "load_average": os.getloadavg()[0],
         }
-        size, frames = map(int, args.rss_scale.split(":"))
-        results["peak_rss_mib"] = {str(n): peak_rss(root, work, n, size, frames) for n in args.rss_clips if n > 0}
-        results["rss_scale"] = {"size": size, "frames": frames}
+        results["peak_rss_mib"] = {str(n): peak_rss(root, work, n) for n in args.rss_clips if n > 0}
     if args.json:
         print(json.dumps(results, indent=2))
         return
