@@ -94,8 +94,10 @@ def _check_checkpoint(state: dict[str, Any], path: Path) -> None:
             f"checkpoint {path} is damaged: {len(state['class_names'])} class names for a {cfg.num_classes}-class model"
         )
     # A real (CPU) model for its shapes: initialising one costs milliseconds, while the first model built on the meta
-    # device imports torch._dynamo (its initialisers run through decompositions), which costs seconds.
-    expected = {name: tuple(t.shape) for name, t in build_model(cfg).state_dict().items()}
+    # device imports torch._dynamo (its initialisers run through decompositions), which costs seconds. Its random
+    # initialisation leaves the caller's random stream as it was.
+    with torch.random.fork_rng(devices=[]):
+        expected = {name: tuple(t.shape) for name, t in build_model(cfg).state_dict().items()}
     stored = {name: tuple(t.shape) if torch.is_tensor(t) else None for name, t in state["model"].items()}
     wrong = [name for name in expected if stored.get(name) != expected[name]] + sorted(set(stored) - set(expected))
     if wrong:
