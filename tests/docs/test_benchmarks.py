@@ -14,8 +14,6 @@ import pytest
 
 from benchmarks import crossmodal, learning, penn
 from benchmarks.__main__ import BENCHMARKS, discover, machine, write_results
-from benchmarks.crossmodal import SECTION as CROSSMODAL_SECTION
-from benchmarks.learning import SECTION as LEARNING_SECTION
 from tests.fixtures.data_files import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -46,25 +44,25 @@ def test_learning_benchmark_quick_mode_writes_its_section(tmp_path):
     work, runs_json = tmp_path / "work", tmp_path / "runs.json"
     assert learning.main(["--quick", "--workdir", str(work), "--out", str(out), "--json", str(runs_json)]) == 0
     text = out.read_text()
-    assert text.startswith("# earlier results") and LEARNING_SECTION in text
-    runs = json.loads((tmp_path / "runs.json").read_text())["results"]
+    assert text.startswith("# earlier results") and learning.SECTION in text
+    runs = json.loads(runs_json.read_text())["results"]
     assert {run["variant"] for run in runs} == {"default", "no temporal embedding"}
     assert all(0.0 <= run["top1"] <= 1.0 and run["clips"] > 0 for run in runs)
 
 
 def test_crossmodal_benchmark_quick_mode_writes_its_section_and_the_runner_keeps_it(tmp_path):
     out = tmp_path / "RESULTS.md"
-    out.write_text(f"# earlier results\n\n{LEARNING_SECTION}\n\nkept\n")
+    out.write_text(f"# earlier results\n\n{learning.SECTION}\n\nkept\n")
     work, runs_json = tmp_path / "work", tmp_path / "runs.json"
     assert crossmodal.main(["--quick", "--workdir", str(work), "--out", str(out), "--json", str(runs_json)]) == 0
     text = out.read_text()
-    assert text.startswith("# earlier results") and LEARNING_SECTION in text and CROSSMODAL_SECTION in text
+    assert text.startswith("# earlier results") and learning.SECTION in text and crossmodal.SECTION in text
     assert "`star explain` on the held-out clip" in text and "A001_rgb.avi (drink water)" in text
-    runs = json.loads((tmp_path / "runs.json").read_text())["results"]
+    runs = json.loads(runs_json.read_text())["results"]
     assert sorted(run["modality"] for run in runs) == ["both", "pose", "rgb"]
     classes = {name for run in runs for name in run["per_class"]}
     assert {"drink water", "eat meal/snack", "brushing teeth", "clapping"} <= classes
-    sections = text[text.find(LEARNING_SECTION) :]
+    sections = text[text.find(learning.SECTION) :]
     write_results([], out=out, quick=True, machine_info=machine(), started="now", partial=True)  # the runner's rewrite
     rewritten = out.read_text()
     assert not rewritten.startswith("# earlier results") and rewritten.endswith(sections)  # both sections kept
